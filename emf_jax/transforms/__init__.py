@@ -1,0 +1,38 @@
+"""Per-family maps from standard-normal noise to a variable's conditional distribution.
+
+`transform_for(dist)` returns the map for one variable; `register_transform` extends the
+registry. See `base` for the two kinds of map and the role of the support bijector.
+"""
+from emf_jax.transforms import affine as _affine  # noqa: F401  (registers families)
+from emf_jax.transforms import closed_form as _closed_form  # noqa: F401
+from emf_jax.transforms import numeric as _numeric  # noqa: F401
+from emf_jax.transforms import wrappers as _wrappers  # noqa: F401
+from emf_jax.transforms.affine import mvn_linear_operator_transform
+from emf_jax.transforms.affine import normal_transform
+from emf_jax.transforms.base import AffineTransform
+from emf_jax.transforms.base import MonotoneTransform
+from emf_jax.transforms.base import Transform
+from emf_jax.transforms.base import affine
+from emf_jax.transforms.base import affine_matvec
+from emf_jax.transforms.monotone import cdf_inversion_transform
+from emf_jax.transforms.monotone import monotone_from_maps
+from emf_jax.transforms.registry import UnsupportedDistributionError
+from emf_jax.transforms.registry import register_transform
+from emf_jax.transforms.registry import registered_families
+from emf_jax.transforms.registry import transform_for
+
+__all__ = [
+    "AffineTransform",
+    "MonotoneTransform",
+    "Transform",
+    "UnsupportedDistributionError",
+    "affine",
+    "affine_matvec",
+    "cdf_inversion_transform",
+    "monotone_from_maps",
+    "mvn_linear_operator_transform",
+    "normal_transform",
+    "register_transform",
+    "registered_families",
+    "transform_for",
+]

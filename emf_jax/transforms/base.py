@@ -1,0 +1,88 @@
+"""The two kinds of per-variable map from N(0, 1) noise to a variable's conditional.
+
+Every map acts on one whole variable value (no sample dimensions; the structured layer
+vectorises over those) and is split in two parts:
+
+    e  --(map in unconstrained space)-->  u  --(support bijector)-->  x
+
+The gate acts on the first part only (``u = λ·f(e) + (1 − λ)·e``), so every gate value keeps
+``x`` inside the variable's support. ``u`` has the variable's *unconstrained* shape, which is
+the event shape except for families such as Dirichlet.
+
+`AffineTransform`: ``f(e) = shift + scale · e`` (elementwise scale) or
+``f(e) = shift + M e`` (a matrix acting on the last axis), with closed-form inverse and
+log-det, also when gated.
+
+`MonotoneTransform`: an elementwise, strictly increasing ``f`` given by its forward, inverse and
+elementwise log-derivative. The gated inverse is found numerically.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class AffineTransform(NamedTuple):
+    """``f(e) = shift + scale * e`` (elementwise) or ``shift + scale_matrix @ e`` (last axis).
+
+    Exactly one of `scale` and `scale_matrix` is set.
+
+    Attributes:
+      shift: broadcastable to the unconstrained value shape.
+      scale: positive elementwise scale, broadcastable to the value shape, or None.
+      scale_matrix: ``[..., d, d]`` matrix acting on the last axis, or None.
+      lower_triangular: whether `scale_matrix` is lower triangular (static).
+      support_bijector: maps ``u`` into the support (a `tfb.Bijector`).
+    """
+
+    shift: Array
+    scale: Optional[Array]
+    scale_matrix: Optional[Array]
+    lower_triangular: bool
+    support_bijector: Any
+
+
+class MonotoneTransform(NamedTuple):
+    """An elementwise strictly increasing map ``u = f(e)`` in unconstrained space.
+
+    Attributes:
+      forward: ``e -> u``.
+      inverse: ``u -> e``.
+      forward_log_derivative: ``(e, u) -> log f'(e)`` elementwise (``u = f(e)`` is passed so
+        that implementations need not recompute it).
+      support_bijector: maps ``u`` into the support (a `tfb.Bijector`).
+    """
+
+    forward: Callable[[Array], Array]
+    inverse: Callable[[Array], Array]
+    forward_log_derivative: Callable[[Array, Array], Array]
+    support_bijector: Any
+
+
+Transform = Union[AffineTransform, MonotoneTransform]
+
+
+def affine(shift: Array, scale: Array, support_bijector: Any) -> AffineTransform:
+    """An elementwise affine transform ``u = shift + scale * e``."""
+    return AffineTransform(shift, scale, None, False, support_bijector)
+
+
+def affine_matvec(
+    shift: Array, scale_matrix: Array, support_bijector: Any, *, lower_triangular: bool
+) -> AffineTransform:
+    """A matrix transform ``u = shift + scale_matrix @ e`` acting on the last axis."""
+    return AffineTransform(shift, None, scale_matrix, lower_triangular, support_bijector)
+
+
+def with_support(transform: Transform, support_bijector: Any) -> Transform:
+    """The same map in unconstrained space with another support bijector."""
+    return transform._replace(support_bijector=support_bijector)
+
+
+def log_abs_det_of_support(transform: Transform, u: Array) -> Array:
+    """log |det d support(u) / du| over the whole value."""
+    return transform.support_bijector.forward_log_det_jacobian(u, event_ndims=jnp.ndim(u))

@@ -1,0 +1,117 @@
+"""The registry that picks a per-variable map for a distribution, and its errors.
+
+Look-up follows the distribution's class hierarchy (most specific class first), so a map
+registered for a subclass wins over one registered for its parent (e.g. `Exponential` over
+`Gamma`, `LogNormal` over `TransformedDistribution`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, TypeVar
+
+from tensorflow_probability.substrates import jax as tfp
+
+from emf_jax.transforms.base import Transform
+
+tfd = tfp.distributions
+
+TransformFn = Callable[[Any], Transform]
+_REGISTRY: dict[type, TransformFn] = {}
+_FALLBACKS: list[Callable[[Any], Optional[TransformFn]]] = []
+
+F = TypeVar("F", bound=TransformFn)
+
+
+class UnsupportedDistributionError(NotImplementedError):
+    """No map from N(0, 1) noise to this variable's distribution is known."""
+
+
+def register_transform(distribution_class: type, fn: Optional[F] = None):
+    """Registers the map from N(0, 1) noise to instances of `distribution_class`.
+
+    Args:
+      distribution_class: a `tfd.Distribution` subclass.
+      fn: ``fn(distribution) -> Transform`` (an `AffineTransform` or `MonotoneTransform`,
+        built e.g. with `emf_jax.transforms.affine` or `cdf_inversion_transform`). It receives
+        the variable's conditional distribution (parents already substituted) and describes the
+        map on one whole value of the variable. If omitted, `register_transform` is a decorator.
+
+    Returns:
+      `fn` (so it can be used as a decorator).
+
+    Example:
+      >>> import emf_jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> class MyNormal(tfp.distributions.Normal):
+      ...     pass
+      >>> _ = emf_jax.register_transform(MyNormal, emf_jax.transforms.normal_transform)
+      >>> emf_jax.transforms.transform_for(MyNormal(0., 2.)).scale
+      Array(2., dtype=float32, weak_type=True)
+    """
+    if not isinstance(distribution_class, type):
+        raise TypeError(f"register_transform expects a class, got {distribution_class!r}")
+
+    def register(f: F) -> F:
+        if not callable(f):
+            raise TypeError(f"the transform for {distribution_class.__name__} must be callable")
+        _REGISTRY[distribution_class] = f
+        return f
+
+    return register if fn is None else register(fn)
+
+
+def register_fallback(rule: Callable[[Any], Optional[TransformFn]]) -> None:
+    """Adds a rule tried, in order, when no class in the hierarchy is registered."""
+    _FALLBACKS.append(rule)
+
+
+def registered_families() -> tuple[type, ...]:
+    """The distribution classes with a registered map."""
+    return tuple(_REGISTRY)
+
+
+def is_discrete(dist: Any) -> bool:
+    """True for families with integer values or no continuous event space."""
+    try:
+        dtype = dist.dtype
+        import jax.numpy as jnp
+        if not jnp.issubdtype(dtype, jnp.floating):
+            return True
+    except Exception:  # pragma: no cover - exotic distributions without a dtype
+        pass
+    try:
+        return dist.experimental_default_event_space_bijector() is None
+    except NotImplementedError:
+        return False
+
+
+def _describe(dist: Any) -> str:
+    return type(dist).__name__
+
+
+def transform_for(dist: Any, *, variable_name: Optional[str] = None) -> Transform:
+    """The map from N(0, 1) noise to `dist` (on one whole value of the variable).
+
+    Raises:
+      UnsupportedDistributionError: for a discrete family, or one with no registered map and
+        no continuous scalar CDF; the message names the variable and the family and says how
+        to pin it or register a map.
+    """
+    where = f"variable '{variable_name}'" if variable_name is not None else "a variable"
+    if is_discrete(dist):
+        raise UnsupportedDistributionError(
+            f"{where} has the discrete distribution {_describe(dist)}: discrete latent variables "
+            "cannot be mapped from continuous noise. Pin it to observed values "
+            "(model.experimental_pin(name=value)), or marginalise it out of the model (e.g. "
+            "with tfd.MixtureSameFamily).")
+    for cls in type(dist).__mro__:
+        fn = _REGISTRY.get(cls)
+        if fn is not None:
+            return fn(dist)
+    for rule in _FALLBACKS:
+        fn = rule(dist)
+        if fn is not None:
+            return fn(dist)
+    raise UnsupportedDistributionError(
+        f"{where} has the distribution {_describe(dist)}, for which emf_jax knows no map from "
+        "N(0, 1) noise (it has no registered transform and no scalar CDF to invert). Register "
+        f"one with emf_jax.register_transform({_describe(dist)}, fn), or pin the variable.")
