@@ -1,8 +1,8 @@
 """Numerical building blocks shared by the per-family maps and the gates.
 
 - Two-sided normal quantiles that keep precision in both tails.
-- An elementwise root finder for increasing functions (bracket expansion, Chandrupatla's
-  method, a safeguarded Newton polish) whose derivatives come from the implicit function
+- An elementwise root finder for increasing functions (Newton's method safeguarded by a
+  bracket that is grown, then bisected) whose derivatives come from the implicit function
   theorem through `jax.lax.custom_root`, so that gradients never flow through the iterations.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from jax.scipy import special as jsp
-from tensorflow_probability.substrates import jax as tfp
 
 Array = jax.Array
 
@@ -48,44 +47,48 @@ def normal_log_pdf(e: Array) -> Array:
     return -0.5 * jnp.square(e) - 0.5 * jnp.log(2 * jnp.pi).astype(e.dtype)
 
 
-def _expand_bracket(objective: Callable[[Array], Array], center: Array, width: Array,
-                    max_doublings: int) -> tuple[Array, Array]:
-    """Grows ``[center − w, center + w]`` by doubling until it brackets the increasing root."""
-    def brackets(lo, hi):
-        return (objective(lo) <= 0) & (objective(hi) >= 0)
+def _newton_with_bracket(objective: Callable[[Array], Array], x0: Array, step0: Array,
+                         max_iterations: int) -> Array:
+    """Safeguarded Newton iteration for an increasing elementwise function.
+
+    One loop does everything, so the objective is traced once (with its derivative): each
+    evaluation tightens a bracket ``[lo, hi]`` (initially unbounded); a Newton step is taken
+    when it lands inside the bracket, else the bracket is bisected, or, while one side is
+    still unbounded, the point moves outwards by a step that doubles each time.
+    """
+    dtype = x0.dtype
+    tol = 4 * jnp.finfo(dtype).eps
+    inf = jnp.asarray(jnp.inf, dtype)
+
+    def value_and_slope(x):
+        return jax.jvp(objective, (x,), (jnp.ones_like(x),))
 
     def cond(state):
-        lo, hi, k = state
-        return (k < max_doublings) & ~jnp.all(brackets(lo, hi))
+        k, _, _, _, _, _, _, done = state
+        return (k < max_iterations) & ~jnp.all(done)
 
     def body(state):
-        lo, hi, k = state
-        f_lo, f_hi = objective(lo), objective(hi)
-        step = width * 2.0 ** (k + 1).astype(width.dtype)
-        lo = jnp.where(f_lo <= 0, lo, center - step)
-        hi = jnp.where(f_hi >= 0, hi, center + step)
-        return lo, hi, k + 1
+        k, x, f, d, lo, hi, step, done = state
+        lo = jnp.where(f < 0, x, lo)
+        hi = jnp.where(f > 0, x, hi)
+        newton = x - f / d
+        inside = jnp.isfinite(newton) & (newton > lo) & (newton < hi)
+        bounded = jnp.isfinite(lo) & jnp.isfinite(hi)
+        fallback = jnp.where(bounded, 0.5 * (lo + hi), jnp.where(f < 0, x + step, x - step))
+        x_new = jnp.where(inside, newton, fallback)
+        step = jnp.where(inside | bounded, step, 2 * step)
+        converged = (f == 0) | (jnp.abs(x_new - x) <= tol * (1 + jnp.abs(x)))
+        f_new, d_new = value_and_slope(x_new)
+        keep = done | (f == 0)
+        x_new = jnp.where(keep, x, x_new)
+        f_new = jnp.where(keep, f, f_new)
+        d_new = jnp.where(keep, d, d_new)
+        return k + 1, x_new, f_new, d_new, lo, hi, step, done | converged
 
-    lo, hi, _ = jax.lax.while_loop(cond, body, (center - width, center + width, jnp.int32(0)))
-    return lo, hi
-
-
-def _solve_increasing_no_grad(objective: Callable[[Array], Array], center: Array,
-                              width: Array) -> Array:
-    dtype = center.dtype
-    eps = jnp.finfo(dtype).eps
-    max_doublings = 60 if dtype == jnp.float32 else 120
-    lo, hi = _expand_bracket(objective, center, width, max_doublings)
-    result = tfp.math.find_root_chandrupatla(
-        objective, low=lo, high=hi,
-        position_tolerance=4 * eps * (1 + jnp.abs(center)),
-        max_iterations=80 if dtype == jnp.float32 else 160)
-    root = result.estimated_root
-    # One safeguarded Newton step removes the last bit of bracket slack.
-    value, slope = jax.jvp(objective, (root,), (jnp.ones_like(root),))
-    newton = root - value / slope
-    better = jnp.isfinite(newton) & (jnp.abs(objective(newton)) < jnp.abs(value))
-    return jnp.where(better, newton, root)
+    f0, d0 = value_and_slope(x0)
+    state = (jnp.int32(0), x0, f0, d0, jnp.full_like(x0, -inf), jnp.full_like(x0, inf),
+             step0, jnp.zeros(x0.shape, bool))
+    return jax.lax.while_loop(cond, body, state)[1]
 
 
 def solve_increasing(objective: Callable[[Array], Array], center: Array, width: Array) -> Array:
@@ -95,7 +98,7 @@ def solve_increasing(objective: Callable[[Array], Array], center: Array, width: 
       objective: elementwise, strictly increasing in its argument; may close over traced
         parameters, which receive correct gradients.
       center: a first guess of the root (no gradient flows through it).
-      width: half-width of the first bracket around `center` (positive).
+      width: the first outward step when the root is not yet bracketed (positive).
 
     Returns:
       x with ``objective(x) ≈ 0``, of the shape of `center`.
@@ -103,8 +106,10 @@ def solve_increasing(objective: Callable[[Array], Array], center: Array, width: 
     center = jax.lax.stop_gradient(center)
     width = jax.lax.stop_gradient(jnp.maximum(width, jnp.finfo(center.dtype).eps))
 
+    max_iterations = 100 if center.dtype == jnp.float32 else 200
+
     def solve(fn, guess):
-        return _solve_increasing_no_grad(fn, guess, width)
+        return _newton_with_bracket(fn, guess, width, max_iterations)
 
     def tangent_solve(linear_fn, rhs):
         # The objective is elementwise, so its Jacobian is diagonal.

@@ -16,7 +16,8 @@ Formulas, per kind of map (all in the variable's unconstrained space):
 - Monotone elementwise ``f``: forward as written, log-det
   ``Σ log(λ f'(e) + 1 − λ)``. The inverse writes ``v = f(e)`` and solves the increasing
   equation ``λ v + (1 − λ) f⁻¹(v) = u``, whose root lies between ``f(u)`` and ``u``; then
-  ``e = f⁻¹(v)``. Gradients come from the implicit function theorem.
+  ``e = f⁻¹(v)`` (a safeguarded Newton iteration started at ``u``). Gradients come from the
+  implicit function theorem.
 
 With ``gate=None`` the map is applied ungated (exactly the model).
 """
@@ -116,9 +117,10 @@ def _monotone_inverse(t: MonotoneTransform, u: Array, w: Optional[Array]) -> tup
         e = t.inverse(u)
         return e, -jnp.sum(t.forward_log_derivative(e, u))
     lam = gate_value(w)
-    f_u = jax.lax.stop_gradient(t.forward(u))
+    # The root lies between f(u) and u; starting at u avoids evaluating f, which may itself
+    # be a numerical inversion.
     v = solve_increasing(lambda v_: lam * v_ + (1 - lam) * t.inverse(v_) - u,
-                         0.5 * (f_u + u), 0.5 * jnp.abs(f_u - u))
+                         u, jnp.ones_like(u))
     e = t.inverse(v)
     return e, -jnp.sum(_gated_log_derivative(t.forward_log_derivative(e, v), w))
 

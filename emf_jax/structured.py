@@ -50,6 +50,9 @@ def _resolve_model(model: ModelOrFn, model_params: Any) -> tuple[Callable[[Any],
     raise TypeError(f"expected a JointDistribution, a pinned one, or model_fn; got {type(model)}")
 
 
+_PARTS = ("map_and_support", "map", "support")
+
+
 class StructuredLayer(tfb.Bijector):
     """The (gated) structured layer of a joint distribution, as a `tfb.Bijector`.
 
@@ -57,21 +60,32 @@ class StructuredLayer(tfb.Bijector):
     out; each leaf of the variable's unconstrained shape) to latent values with the model's
     structure. Leading sample dimensions are allowed and shared by all parts.
 
+    `parts` selects what is applied: ``"map_and_support"`` (the default: noise to values in
+    the support), ``"map"`` (noise to unconstrained values ``u``: used when more flow layers
+    follow, as in the middle and bottom architectures) or ``"support"`` (``u`` to values,
+    each variable's support bijector given its parents: the last step of those
+    architectures). The two halves compose to the whole layer.
+
     Build it with `build_structured_layer_stateless`; see the module docstring for the
     formulas.
     """
 
     def __init__(self, model_fn: Callable[[Any], Any], trace: ModelTrace, params: Params, *,
-                 gated: bool, validate_args: bool = False, name: str = "structured_layer"):
+                 gated: bool, parts: str = "map_and_support", validate_args: bool = False,
+                 name: str = "structured_layer"):
         parameters = dict(locals())
+        if parts not in _PARTS:
+            raise ValueError(f"parts must be one of {_PARTS}, got {parts!r}")
         self._model_fn = model_fn
         self._trace = trace
         self._params = params
         self._gated = gated
+        self._apply_map = parts in ("map_and_support", "map")
+        self._apply_support = parts in ("map_and_support", "support")
         latents = trace.latents
         super().__init__(
             forward_min_event_ndims=trace.unflatten([len(r.unconstrained_shape) for r in latents]),
-            inverse_min_event_ndims=trace.unflatten([len(r.event_shape) for r in latents]),
+            inverse_min_event_ndims=trace.unflatten([len(self._value_shape(r)) for r in latents]),
             is_constant_jacobian=False,
             validate_args=validate_args,
             parameters=parameters,
@@ -131,7 +145,7 @@ class StructuredLayer(tfb.Bijector):
         return self.inverse_and_log_det(y)[1]
 
     def _forward_event_shape(self, input_shape):
-        return self._trace.unflatten([_TensorShape(r.event_shape)
+        return self._trace.unflatten([_TensorShape(self._value_shape(r))
                                       for r in self._trace.latents])
 
     def _inverse_event_shape(self, output_shape):
@@ -139,7 +153,7 @@ class StructuredLayer(tfb.Bijector):
                                       for r in self._trace.latents])
 
     def _forward_event_shape_tensor(self, input_shape):
-        return self._trace.unflatten([np.array(r.event_shape, np.int32)
+        return self._trace.unflatten([np.array(self._value_shape(r), np.int32)
                                       for r in self._trace.latents])
 
     def _inverse_event_shape_tensor(self, output_shape):
@@ -152,9 +166,8 @@ class StructuredLayer(tfb.Bijector):
     def _noise_shape(record):
         return record.unconstrained_shape
 
-    @staticmethod
-    def _value_shape(record):
-        return record.event_shape
+    def _value_shape(self, record):
+        return record.event_shape if self._apply_support else record.unconstrained_shape
 
     def _gate(self, name: str) -> Optional[Array]:
         return self._params["gates"][name] if self._gated else None
@@ -197,11 +210,15 @@ class StructuredLayer(tfb.Bijector):
 
         def choose(index: int, name: str, dist: Any) -> Array:
             t = transform_for(dist, variable_name=name)
-            u, log_det = gated_forward(t, by_name[name], self._gate(name))
+            u = by_name[name]
+            if self._apply_map:
+                u, log_det = gated_forward(t, u, self._gate(name))
+                log_dets.append(log_det)
             x = t.support_bijector.forward(u)
-            log_dets.append(log_det + t.support_bijector.forward_log_det_jacobian(
-                u, event_ndims=jnp.ndim(u)))
-            outputs[name] = x
+            if self._apply_support:
+                log_dets.append(t.support_bijector.forward_log_det_jacobian(
+                    u, event_ndims=jnp.ndim(u)))
+            outputs[name] = x if self._apply_support else u
             return x
 
         walk_model(self._model_fn(self._params.get("model")), choose)
@@ -214,11 +231,18 @@ class StructuredLayer(tfb.Bijector):
 
         def choose(index: int, name: str, dist: Any) -> Array:
             t = transform_for(dist, variable_name=name)
-            x = by_name[name]
-            u = t.support_bijector.inverse(x)
-            e, log_det = gated_inverse(t, u, self._gate(name))
-            log_dets.append(log_det + t.support_bijector.inverse_log_det_jacobian(
-                x, event_ndims=jnp.ndim(x)))
+            if self._apply_support:
+                x = by_name[name]
+                u = t.support_bijector.inverse(x)
+                log_dets.append(t.support_bijector.inverse_log_det_jacobian(
+                    x, event_ndims=jnp.ndim(x)))
+            else:
+                u = by_name[name]
+                x = t.support_bijector.forward(u)
+            e = u
+            if self._apply_map:
+                e, log_det = gated_inverse(t, u, self._gate(name))
+                log_dets.append(log_det)
             outputs[name] = e
             return x
 
@@ -316,10 +340,10 @@ def build_structured_layer_stateless(
             params["model"] = model_params
         return params
 
-    def build_fn(params: Params) -> StructuredLayer:
+    def build_fn(params: Params, *, parts: str = "map_and_support") -> StructuredLayer:
         if gated and "gates" not in params:
             raise ValueError("params has no 'gates' entry: use the params from init_fn")
-        return StructuredLayer(model_fn, trace, params, gated=gated,
+        return StructuredLayer(model_fn, trace, params, gated=gated, parts=parts,
                                validate_args=validate_args, name=name)
 
     return init_fn, build_fn

@@ -216,14 +216,16 @@ def trace_model(model: Any, *, check_transforms: bool = True) -> ModelTrace:
             transform_for(dist, variable_name=name)
         value_shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
         support = dist.experimental_default_event_space_bijector()
-        unconstrained = tuple(support.inverse_event_shape(value_shape))
         if check_transforms:
             t = transform_for(dist, variable_name=name)
-            unconstrained = tuple(t.support_bijector.inverse_event_shape(value_shape))
+            support = t.support_bijector
+        unconstrained = (value_shape if support is None
+                         else tuple(support.inverse_event_shape(value_shape)))
         records.append(VariableRecord(
             name=name, index=index, family=type(dist).__name__,
             base_family=type(_unwrap(dist)).__name__, event_shape=value_shape,
-            dtype=jnp.dtype(dist.dtype), support=type(support).__name__, pinned=False,
+            dtype=jnp.dtype(dist.dtype),
+            support=None if support is None else type(support).__name__, pinned=False,
             unconstrained_shape=unconstrained))
         return jnp.zeros(value_shape, dist.dtype)
 

@@ -8,7 +8,7 @@ Tolerances are per dtype: float32 round trips to 1e-4, float64 to 1e-9 (the issu
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,7 @@ def check_bijection(
     round_trip_tol: float | None = None,
     log_det_tol: float | None = None,
     use_jit: bool = True,
+    extra_inputs: Sequence[Any] = (),
 ) -> None:
     """Asserts round trip, log-det against the Jacobian and (optionally) inverse log-det.
 
@@ -49,39 +50,43 @@ def check_bijection(
       inverse_log_det: log |det dx/dy| at `y`; checked to equal `-forward_log_det(x)`.
       round_trip_tol: absolute tolerance of `inverse(forward(x)) - x` (relative to max(1, |x|)).
       log_det_tol: absolute tolerance of the log-det against the Jacobian's slogdet.
-      use_jit: wrap every function in `jax.jit`.
+      use_jit: compute everything in one `jax.jit`-compiled program.
+      extra_inputs: more events checked with the same (already compiled) program.
     """
     dtype = _dtype_of(x)
     round_trip_tol = ROUND_TRIP_TOL[dtype] if round_trip_tol is None else round_trip_tol
     log_det_tol = LOG_DET_TOL[dtype] if log_det_tol is None else log_det_tol
-    wrap = jax.jit if use_jit else (lambda f: f)
+    _, unravel = ravel_pytree(x)
 
-    y = wrap(forward)(x)
-    for leaf in jax.tree.leaves(y):
-        assert jnp.all(jnp.isfinite(leaf)), "forward produced non-finite values"
-        assert leaf.dtype == dtype, f"forward changed dtype {dtype} -> {leaf.dtype}"
-    x_back = wrap(inverse)(y)
-    scale = max(1.0, float(max(jax.tree.leaves(jax.tree.map(lambda v: jnp.max(jnp.abs(v)), x)))))
-    err = _max_abs_diff(x_back, x)
-    assert err <= round_trip_tol * scale, f"round trip error {err:.3g} > {round_trip_tol * scale:.3g}"
+    def everything(event):
+        # One program per check keeps compile time down for expensive bijectors.
+        y = forward(event)
+        flat_forward = lambda v: ravel_pytree(forward(unravel(v)))[0]  # noqa: E731
+        jac = jax.jacfwd(flat_forward)(ravel_pytree(event)[0])
+        ildj = inverse_log_det(y) if inverse_log_det is not None else jnp.zeros((), dtype)
+        return y, inverse(y), forward_log_det(event), ildj, jac
 
-    flat_x, unravel = ravel_pytree(x)
-
-    def flat_forward(v):
-        return ravel_pytree(forward(unravel(v)))[0]
-
-    jac = wrap(jax.jacfwd(flat_forward))(flat_x)
-    assert jac.shape[0] == jac.shape[1], (
-        f"forward is not dimension preserving: {jac.shape[1]} -> {jac.shape[0]}")
-    sign, expected = np.linalg.slogdet(np.asarray(jac, dtype=np.float64))
-    assert sign != 0, "Jacobian is singular"
-    got = float(wrap(forward_log_det)(x))
-    tol = log_det_tol * max(1.0, abs(expected))
-    assert abs(got - expected) <= tol, f"log-det {got:.6g} != slogdet(jacfwd) {expected:.6g}"
-    if inverse_log_det is not None:
-        got_inv = float(wrap(inverse_log_det)(y))
-        assert abs(got_inv + expected) <= tol, (
-            f"inverse log-det {got_inv:.6g} != -{expected:.6g}")
+    compute = jax.jit(everything) if use_jit else everything
+    for event in (x, *extra_inputs):
+        y, x_back, fldj, ildj, jac = compute(event)
+        for leaf in jax.tree.leaves(y):
+            assert jnp.all(jnp.isfinite(leaf)), "forward produced non-finite values"
+            assert leaf.dtype == dtype, f"forward changed dtype {dtype} -> {leaf.dtype}"
+        scale = max(1.0, float(max(jax.tree.leaves(
+            jax.tree.map(lambda v: jnp.max(jnp.abs(v)), event)))))
+        err = _max_abs_diff(x_back, event)
+        assert err <= round_trip_tol * scale, (
+            f"round trip error {err:.3g} > {round_trip_tol * scale:.3g}")
+        assert jac.shape[0] == jac.shape[1], (
+            f"forward is not dimension preserving: {jac.shape[1]} -> {jac.shape[0]}")
+        sign, expected = np.linalg.slogdet(np.asarray(jac, dtype=np.float64))
+        assert sign != 0, "Jacobian is singular"
+        tol = log_det_tol * max(1.0, abs(expected))
+        got = float(fldj)
+        assert abs(got - expected) <= tol, f"log-det {got:.6g} != slogdet(jacfwd) {expected:.6g}"
+        if inverse_log_det is not None:
+            assert abs(float(ildj) + expected) <= tol, (
+                f"inverse log-det {float(ildj):.6g} != -{expected:.6g}")
 
 
 def check_tfp_bijector(bijector: Any, x: Any, **kwargs: Any) -> None:

@@ -68,9 +68,9 @@ def cdf_inversion_transform(
     """A map for any continuous scalar family with a CDF, inverted numerically.
 
     The inverse ``e = Φ⁻¹(F(x))`` is closed form. The forward ``x = F⁻¹(Φ(e))`` is the root in
-    unconstrained space of ``u ↦ Φ⁻¹(F(B(u))) − e``, found by bracketed root finding
-    (Chandrupatla's method) from an initial guess — the family's `quantile` where TFP has one —
-    and polished by a Newton step, so forward and inverse agree to floating-point precision.
+    unconstrained space of ``u ↦ Φ⁻¹(F(B(u))) − e``, found by a safeguarded Newton iteration
+    from an initial guess — the family's `quantile` where TFP has one — so forward and inverse
+    agree to floating-point precision.
     Gradients come from the implicit function theorem. The log-det uses `log_prob`.
 
     Args:

@@ -5,7 +5,6 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-from jax.scipy import special as jsp
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.transforms.base import MonotoneTransform
@@ -13,6 +12,7 @@ from emf_jax.transforms.monotone import cdf_inversion_transform
 from emf_jax.transforms.registry import (TransformFn, register_fallback, register_transform)
 
 tfd = tfp.distributions
+tfb = tfp.bijectors
 
 
 def mixture_transform(dist: Any) -> MonotoneTransform:
@@ -27,6 +27,12 @@ def mixture_transform(dist: Any) -> MonotoneTransform:
             "mixtures in tfd.Independent instead.")
     log_weights = jax.nn.log_softmax(dist.mixture_distribution.logits_parameter(), axis=-1)
     components = dist.components_distribution
+    component_support = components.experimental_default_event_space_bijector()
+    if type(component_support).__name__ != "Identity":
+        raise NotImplementedError(
+            "only mixtures of components supported on the whole real line (e.g. Normal, "
+            f"StudentT) have a built-in map; got components {type(components).__name__}. "
+            "Register a transform for this mixture.")
 
     def mixed(log_fn):
         return lambda x: jax.nn.logsumexp(log_weights + log_fn(x[..., None]), axis=-1)
@@ -36,7 +42,8 @@ def mixture_transform(dist: Any) -> MonotoneTransform:
         dist,
         log_cdf=mixed(components.log_cdf),
         log_survival=mixed(components.log_survival_function),
-        initial_guess=lambda e: mean + jnp.zeros_like(e))
+        initial_guess=lambda e: mean + jnp.zeros_like(e),
+        support_bijector=tfb.Identity())
 
 
 def truncated_normal_transform(dist: Any) -> MonotoneTransform:
@@ -62,4 +69,3 @@ register_transform(tfd.TruncatedNormal, truncated_normal_transform)
 register_transform(tfd.MixtureSameFamily, mixture_transform)
 register_fallback(_scalar_cdf_fallback)
 
-del jsp

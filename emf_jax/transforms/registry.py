@@ -70,18 +70,12 @@ def registered_families() -> tuple[type, ...]:
 
 
 def is_discrete(dist: Any) -> bool:
-    """True for families with integer values or no continuous event space."""
-    try:
-        dtype = dist.dtype
-        import jax.numpy as jnp
-        if not jnp.issubdtype(dtype, jnp.floating):
-            return True
-    except Exception:  # pragma: no cover - exotic distributions without a dtype
-        pass
-    try:
-        return dist.experimental_default_event_space_bijector() is None
-    except NotImplementedError:
+    """True for families with non-floating (integer or boolean) values."""
+    import jax.numpy as jnp
+    dtype = getattr(dist, "dtype", None)
+    if dtype is None or isinstance(dtype, (dict, list, tuple)):
         return False
+    return not jnp.issubdtype(dtype, jnp.floating)
 
 
 def _describe(dist: Any) -> str:

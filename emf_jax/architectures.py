@@ -1,0 +1,277 @@
+"""Embedded-model flow architectures: where the structured layer sits among the flow layers.
+
+The names are defined here once and shared by the surrogate-posterior and density builders.
+Reading each from the noise ``z ~ N(0, I_D)`` (D = total unconstrained size of the latents):
+
+=================  ==========================================================================
+``"gemf-t"``       backbone, then the gated structured layer on top (the paper's GEMF-T)
+``"emf-t"``        as gemf-t, ungated
+``"gemf-m"``       first half of the backbone, gated structured layer (to unconstrained
+                   space), second half, then each variable's support
+``"emf-m"``        as gemf-m, ungated
+``"gemf-b"``       gated structured layer first (to unconstrained space), then the backbone,
+                   then each variable's support
+``"emf-b"``        as gemf-b, ungated
+``"flow"``         the backbone alone, then each variable's support (e.g. the IAF baseline)
+``"structured"``   the gated structured layer alone
+=================  ==========================================================================
+
+"Each variable's support" is the second half of the structured layer (``parts="support"``):
+each variable's support bijector, conditioned on its parents, so that samples always land in
+the model's support whatever the flow layers do. Built-in backbones start as the exact
+identity, so every architecture starts exactly at its structured layer (the model's prior when
+ungated).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from emf_jax import flows as flows_lib
+from emf_jax.gates import DEFAULT_INITIAL_GATE
+from emf_jax.structured import build_structured_layer_stateless
+from emf_jax.tracing import ModelTrace
+
+Array = jax.Array
+Params = dict
+
+
+class Architecture(NamedTuple):
+    """What an architecture name means.
+
+    Attributes:
+      name: the name.
+      placement: "top", "middle", "bottom", "none" (backbone only) or "only" (no backbone).
+      gated: whether the structured layer is gated.
+    """
+
+    name: str
+    placement: str
+    gated: bool
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("gemf-t", "top", True),
+    Architecture("emf-t", "top", False),
+    Architecture("gemf-m", "middle", True),
+    Architecture("emf-m", "middle", False),
+    Architecture("gemf-b", "bottom", True),
+    Architecture("emf-b", "bottom", False),
+    Architecture("flow", "none", False),
+    Architecture("structured", "only", True),
+)}
+
+BACKBONES = ("iaf", "maf", "realnvp", "nsf")
+
+FlowFactory = Callable[..., flows_lib.Flow]
+
+
+def get_architecture(name: str) -> Architecture:
+    """The `Architecture` called `name` (case-insensitive); a clear error otherwise."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[key]
+
+
+def make_backbone(backbone: Union[str, FlowFactory], event_size: int, *, num_layers: int,
+                  hidden_units: Sequence[int], activation: Callable[[Array], Array],
+                  dtype: Any, **kwargs: Any) -> flows_lib.Flow:
+    """A backbone flow on ``R^event_size``.
+
+    Args:
+      backbone: "iaf" (fast sampling: for VI), "maf" (fast density: for maximum likelihood),
+        "realnvp", "nsf" (autoregressive rational-quadratic splines; the paper's NSF setting:
+        32 bins, bound 4), or a factory ``f(event_size, *, num_layers, hidden_units,
+        activation, dtype, **kwargs) -> Flow``.
+      event_size: D.
+      num_layers, hidden_units, activation, dtype: passed to the factory.
+      **kwargs: more factory options (e.g. ``num_bins`` for "nsf"). Built-in backbones start
+        as the exact identity (``output_init_scale=0``) unless told otherwise.
+    """
+    common = dict(num_layers=num_layers, hidden_units=tuple(hidden_units),
+                  activation=activation, dtype=dtype, **kwargs)
+    if callable(backbone):
+        return backbone(event_size, **common)
+    # Exactly the identity at initialisation, so an embedded flow starts as its structured
+    # layer (the gradient of the zero output layer is not zero, so it still trains).
+    common.setdefault("output_init_scale", 0.0)
+    if backbone in ("iaf", "maf"):
+        flow = flows_lib.masked_autoregressive_flow(event_size, direction=backbone, **common)
+    elif backbone == "realnvp":
+        if event_size < 2:
+            raise ValueError("the 'realnvp' backbone needs at least 2 dimensions; use 'iaf'")
+        flow = flows_lib.real_nvp_flow(event_size, **common)
+    elif backbone == "nsf":
+        common.setdefault("direction", "iaf")
+        flow = flows_lib.neural_spline_flow(event_size, **common)
+    else:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES} or pass a "
+                         "flow factory")
+    return _undo_initial_permutation(flow, dtype)
+
+
+def _undo_initial_permutation(flow: flows_lib.Flow, dtype: Any) -> flows_lib.Flow:
+    """Appends the inverse of the net permutation a freshly initialised flow applies.
+
+    The built-in backbones start with identity layers and reversing permutations between
+    them; undoing their net permutation makes the whole backbone the identity at
+    initialisation, so that the bottom and middle architectures start exactly at the model.
+    """
+    probe = jnp.arange(flow.event_size, dtype=dtype)
+    out = np.asarray(flow.forward_and_log_det(flow.init(jax.random.key(0)), probe)[0])
+    order = np.rint(out).astype(int)
+    is_permutation = (np.allclose(out, order) and sorted(order.tolist())
+                      == list(range(flow.event_size)))
+    if not is_permutation or np.array_equal(order, np.arange(flow.event_size)):
+        return flow
+    return flows_lib.chain_flows(flow, flows_lib.permutation_flow(
+        flows_lib.inverse_permutation(order)))
+
+
+class EmbeddedFlow(NamedTuple):
+    """An embedded-model flow as pure functions of a parameter pytree.
+
+    Attributes:
+      init: ``init(key) -> params``.
+      forward_and_log_det: ``(params, z[..., D]) -> (values, log|det|[...])``; values have the
+        model's latent structure.
+      inverse_and_log_det: ``(params, values) -> (z[..., D], log|det|[...])``.
+      event_size: D, the size of the flat noise.
+      trace: the model's `ModelTrace`.
+      architecture: the `Architecture`.
+    """
+
+    init: Callable[[Any], Params]
+    forward_and_log_det: Callable[[Params, Any], tuple[Any, Array]]
+    inverse_and_log_det: Callable[[Params, Any], tuple[Array, Array]]
+    event_size: int
+    trace: ModelTrace
+    architecture: Architecture
+
+
+def _flattener(trace: ModelTrace):
+    latents = trace.latents
+    shapes = [tuple(r.unconstrained_shape) for r in latents]
+    sizes = [int(np.prod(s)) for s in shapes]
+    offsets = np.cumsum([0] + sizes)
+
+    def unflatten(z: Array) -> Any:
+        batch = z.shape[:-1]
+        parts = [z[..., offsets[i]:offsets[i + 1]].reshape(batch + shapes[i])
+                 for i in range(len(shapes))]
+        return trace.unflatten(parts)
+
+    def flatten(tree: Any) -> Array:
+        leaves = trace.flatten(tree)
+        batch = leaves[0].shape[:leaves[0].ndim - len(shapes[0])]
+        return jnp.concatenate([leaf.reshape(batch + (-1,)) for leaf in leaves], axis=-1)
+
+    return int(offsets[-1]), flatten, unflatten
+
+
+def build_embedded_flow(
+    model: Any,
+    *,
+    model_params: Any = None,
+    architecture: str = "gemf-t",
+    backbone: Union[str, FlowFactory] = "iaf",
+    num_backbone_layers: int = 2,
+    hidden_units: Sequence[int] = (512, 512),
+    activation: Callable[[Array], Array] = jax.nn.relu,
+    initial_gate: float = DEFAULT_INITIAL_GATE,
+    backbone_kwargs: Optional[dict] = None,
+) -> EmbeddedFlow:
+    """Composes a model's structured layer with a backbone flow, as `EmbeddedFlow` functions.
+
+    Args: see `emf_jax.build_emf_surrogate_posterior_stateless`.
+
+    Returns:
+      An `EmbeddedFlow`.
+    """
+    arch = get_architecture(architecture)
+    init_structured, build_structured = build_structured_layer_stateless(
+        model, gated=arch.gated, model_params=model_params, initial_gate=initial_gate)
+    trace = build_structured(init_structured(None)).trace
+    event_size, flatten, unflatten = _flattener(trace)
+    dtype = trace.latents[0].dtype
+    backbone_kwargs = dict(backbone_kwargs or {})
+    if arch.placement != "only" and num_backbone_layers < (2 if arch.placement == "middle"
+                                                           else 1):
+        raise ValueError(f"architecture {arch.name!r} needs num_backbone_layers >= "
+                         f"{2 if arch.placement == 'middle' else 1}, got {num_backbone_layers}")
+
+    def backbone_of(num_layers: int) -> flows_lib.Flow:
+        return make_backbone(backbone, event_size, num_layers=num_layers,
+                             hidden_units=hidden_units, activation=activation, dtype=dtype,
+                             **backbone_kwargs)
+
+    if arch.placement == "middle":
+        lower = backbone_of(num_backbone_layers // 2)
+        upper = backbone_of(num_backbone_layers - num_backbone_layers // 2)
+        flow_parts = {"lower": lower, "upper": upper}
+    elif arch.placement == "only":
+        flow_parts = {}
+    else:
+        flow_parts = {"backbone": backbone_of(num_backbone_layers)}
+
+    def init(key: Any) -> Params:
+        key = jax.random.key(0) if key is None else key
+        keys = jax.random.split(key, max(1, len(flow_parts)))
+        params: Params = {name: flow.init(k) for (name, flow), k in zip(flow_parts.items(), keys)}
+        params["structured"] = init_structured(None)
+        return params
+
+    def structured(params: Params, parts: str):
+        return build_structured(params["structured"], parts=parts)
+
+    def forward_and_log_det(params: Params, z: Array) -> tuple[Any, Array]:
+        placement = arch.placement
+        if placement == "only":
+            return structured(params, "map_and_support").forward_and_log_det(unflatten(z))
+        if placement == "top":
+            z, ldj0 = flow_parts["backbone"].forward_and_log_det(params["backbone"], z)
+            x, ldj1 = structured(params, "map_and_support").forward_and_log_det(unflatten(z))
+            return x, ldj0 + ldj1
+        if placement == "none":
+            z, ldj0 = flow_parts["backbone"].forward_and_log_det(params["backbone"], z)
+            x, ldj1 = structured(params, "support").forward_and_log_det(unflatten(z))
+            return x, ldj0 + ldj1
+        total = 0.0
+        if placement == "middle":
+            z, ldj = flow_parts["lower"].forward_and_log_det(params["lower"], z)
+            total = total + ldj
+        u, ldj = structured(params, "map").forward_and_log_det(unflatten(z))
+        total = total + ldj
+        upper = "upper" if placement == "middle" else "backbone"
+        z, ldj = flow_parts[upper].forward_and_log_det(params[upper], flatten(u))
+        total = total + ldj
+        x, ldj = structured(params, "support").forward_and_log_det(unflatten(z))
+        return x, total + ldj
+
+    def inverse_and_log_det(params: Params, values: Any) -> tuple[Array, Array]:
+        placement = arch.placement
+        if placement == "only":
+            e, ildj = structured(params, "map_and_support").inverse_and_log_det(values)
+            return flatten(e), ildj
+        if placement in ("top", "none"):
+            parts = "map_and_support" if placement == "top" else "support"
+            e, ildj1 = structured(params, parts).inverse_and_log_det(values)
+            z, ildj0 = flow_parts["backbone"].inverse_and_log_det(params["backbone"], flatten(e))
+            return z, ildj0 + ildj1
+        u, total = structured(params, "support").inverse_and_log_det(values)
+        upper = "upper" if placement == "middle" else "backbone"
+        z, ildj = flow_parts[upper].inverse_and_log_det(params[upper], flatten(u))
+        total = total + ildj
+        e, ildj = structured(params, "map").inverse_and_log_det(unflatten(z))
+        total = total + ildj
+        z = flatten(e)
+        if placement == "middle":
+            z, ildj = flow_parts["lower"].inverse_and_log_det(params["lower"], z)
+            total = total + ildj
+        return z, total
+
+    return EmbeddedFlow(init, forward_and_log_det, inverse_and_log_det, event_size, trace, arch)
