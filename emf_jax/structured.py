@@ -25,6 +25,8 @@ from tensorflow_probability.substrates import jax as tfp
 from emf_jax.gates import DEFAULT_INITIAL_GATE, gate_logit, gated_forward, gated_inverse
 from emf_jax.tracing import ModelTrace, split_pins, trace_model, walk_model
 from emf_jax.transforms import transform_for
+from emf_jax.transforms.base import (support_forward, support_forward_log_det, support_inverse,
+                                     support_inverse_log_det)
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -214,10 +216,9 @@ class StructuredLayer(tfb.Bijector):
             if self._apply_map:
                 u, log_det = gated_forward(t, u, self._gate(name))
                 log_dets.append(log_det)
-            x = t.support_bijector.forward(u)
-            if self._apply_support:
-                log_dets.append(t.support_bijector.forward_log_det_jacobian(
-                    u, event_ndims=jnp.ndim(u)))
+            x = support_forward(t, u)
+            if self._apply_support and t.support_bijector is not None:
+                log_dets.append(support_forward_log_det(t, u))
             outputs[name] = x if self._apply_support else u
             return x
 
@@ -233,12 +234,12 @@ class StructuredLayer(tfb.Bijector):
             t = transform_for(dist, variable_name=name)
             if self._apply_support:
                 x = by_name[name]
-                u = t.support_bijector.inverse(x)
-                log_dets.append(t.support_bijector.inverse_log_det_jacobian(
-                    x, event_ndims=jnp.ndim(x)))
+                u = support_inverse(t, x)
+                if t.support_bijector is not None:
+                    log_dets.append(support_inverse_log_det(t, x))
             else:
                 u = by_name[name]
-                x = t.support_bijector.forward(u)
+                x = support_forward(t, u)
             e = u
             if self._apply_map:
                 e, log_det = gated_inverse(t, u, self._gate(name))

@@ -217,15 +217,14 @@ def trace_model(model: Any, *, check_transforms: bool = True) -> ModelTrace:
         value_shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
         support = dist.experimental_default_event_space_bijector()
         if check_transforms:
-            t = transform_for(dist, variable_name=name)
-            support = t.support_bijector
+            support = transform_for(dist, variable_name=name).support_bijector
         unconstrained = (value_shape if support is None
                          else tuple(support.inverse_event_shape(value_shape)))
         records.append(VariableRecord(
             name=name, index=index, family=type(dist).__name__,
             base_family=type(_unwrap(dist)).__name__, event_shape=value_shape,
             dtype=jnp.dtype(dist.dtype),
-            support=None if support is None else type(support).__name__, pinned=False,
+            support="Identity" if support is None else type(support).__name__, pinned=False,
             unconstrained_shape=unconstrained))
         return jnp.zeros(value_shape, dist.dtype)
 

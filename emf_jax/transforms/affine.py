@@ -18,11 +18,8 @@ _LOWER_TRIANGULAR_OPERATORS = ("LinearOperatorLowerTriangular",)
 
 
 def normal_transform(dist: Any) -> AffineTransform:
-    """Normal(loc, scale): ``x = loc + scale · e``."""
-    shape = dist.batch_shape
-    loc = jnp.broadcast_to(dist.loc, shape)
-    scale = jnp.broadcast_to(dist.scale, shape)
-    return affine(loc, scale, tfb.Identity())
+    """Normal(loc, scale): ``x = loc + scale · e`` (parameters broadcast against the value)."""
+    return affine(dist.loc, dist.scale, None)
 
 
 def mvn_linear_operator_transform(dist: Any) -> AffineTransform:
@@ -38,9 +35,9 @@ def mvn_linear_operator_transform(dist: Any) -> AffineTransform:
     kind = type(operator).__name__
     if kind in _DIAGONAL_OPERATORS:
         diag = jnp.broadcast_to(operator.diag_part(), value_shape)
-        return affine(loc, diag, tfb.Identity())
+        return affine(loc, diag, None)
     matrix = operator.to_dense()
-    return affine_matvec(loc, matrix, tfb.Identity(),
+    return affine_matvec(loc, matrix, None,
                          lower_triangular=kind in _LOWER_TRIANGULAR_OPERATORS)
 
 

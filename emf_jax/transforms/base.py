@@ -36,7 +36,8 @@ class AffineTransform(NamedTuple):
       scale: positive elementwise scale, broadcastable to the value shape, or None.
       scale_matrix: ``[..., d, d]`` matrix acting on the last axis, or None.
       lower_triangular: whether `scale_matrix` is lower triangular (static).
-      support_bijector: maps ``u`` into the support (a `tfb.Bijector`).
+      support_bijector: maps ``u`` into the support (a `tfb.Bijector`), or None for the
+        identity (the whole real line; it saves the bijector's overhead).
     """
 
     shift: Array
@@ -83,6 +84,29 @@ def with_support(transform: Transform, support_bijector: Any) -> Transform:
     return transform._replace(support_bijector=support_bijector)
 
 
-def log_abs_det_of_support(transform: Transform, u: Array) -> Array:
-    """log |det d support(u) / du| over the whole value."""
-    return transform.support_bijector.forward_log_det_jacobian(u, event_ndims=jnp.ndim(u))
+def support_forward(transform: Transform, u: Array) -> Array:
+    """``x = B(u)``, the support bijector applied (identity when it is None)."""
+    support = transform.support_bijector
+    return u if support is None else support.forward(u)
+
+
+def support_inverse(transform: Transform, x: Array) -> Array:
+    """``u = B⁻¹(x)``."""
+    support = transform.support_bijector
+    return x if support is None else support.inverse(x)
+
+
+def support_forward_log_det(transform: Transform, u: Array) -> Array:
+    """log |det dB(u)/du| over the whole value (0 for the identity)."""
+    support = transform.support_bijector
+    if support is None:
+        return jnp.zeros((), u.dtype)
+    return support.forward_log_det_jacobian(u, event_ndims=jnp.ndim(u))
+
+
+def support_inverse_log_det(transform: Transform, x: Array) -> Array:
+    """log |det dB⁻¹(x)/dx| over the whole value (0 for the identity)."""
+    support = transform.support_bijector
+    if support is None:
+        return jnp.zeros((), x.dtype)
+    return support.inverse_log_det_jacobian(x, event_ndims=jnp.ndim(x))

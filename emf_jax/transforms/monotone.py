@@ -12,9 +12,23 @@ from emf_jax.transforms.base import MonotoneTransform
 Array = jax.Array
 
 
-def _support_bijector(dist: Any, support_bijector: Optional[Any]) -> Any:
-    return dist.experimental_default_event_space_bijector() if support_bijector is None \
-        else support_bijector
+def _support_bijector(dist: Any, support_bijector: Optional[Any]) -> Optional[Any]:
+    """The support bijector, or None for the identity (which skips the bijector's overhead)."""
+    support = (dist.experimental_default_event_space_bijector() if support_bijector is None
+               else support_bijector)
+    return None if type(support).__name__ == "Identity" else support
+
+
+def _forward(support, u):
+    return u if support is None else support.forward(u)
+
+
+def _inverse(support, x):
+    return x if support is None else support.inverse(x)
+
+
+def _log_det(support, u):
+    return 0.0 if support is None else support.forward_log_det_jacobian(u, event_ndims=0)
 
 
 def monotone_from_maps(
@@ -38,15 +52,13 @@ def monotone_from_maps(
     support = _support_bijector(dist, support_bijector)
 
     def forward(e):
-        return support.inverse(value_from_noise(e))
+        return _inverse(support, value_from_noise(e))
 
     def inverse(u):
-        return noise_from_value(support.forward(u))
+        return noise_from_value(_forward(support, u))
 
     def forward_log_derivative(e, u):
-        x = support.forward(u)
-        return (normal_log_pdf(e) - dist.log_prob(x)
-                - support.forward_log_det_jacobian(u, event_ndims=0))
+        return normal_log_pdf(e) - dist.log_prob(_forward(support, u)) - _log_det(support, u)
 
     return MonotoneTransform(forward, inverse, forward_log_derivative, support)
 
@@ -91,23 +103,23 @@ def cdf_inversion_transform(
 
     def guess_u(e):
         if initial_guess is not None:
-            u0 = support.inverse(initial_guess(e))
+            u0 = _inverse(support, initial_guess(e))
         else:
             eps = jnp.finfo(e.dtype).eps
             p = jnp.clip(jax.scipy.special.ndtr(e), eps, 1 - eps)
             try:
-                u0 = support.inverse(dist.quantile(p))
+                u0 = _inverse(support, dist.quantile(p))
             except NotImplementedError:
                 u0 = jnp.zeros_like(e)
         return jnp.where(jnp.isfinite(u0), u0, jnp.zeros_like(u0))
 
     def forward(e):
         # Solved directly in unconstrained space: no round trip through the support.
-        return solve_increasing(lambda v: noise_from_value(support.forward(v)) - e,
+        return solve_increasing(lambda v: noise_from_value(_forward(support, v)) - e,
                                 guess_u(e), jnp.ones_like(e))
 
     def value_from_noise(e):
-        return support.forward(forward(e))
+        return _forward(support, forward(e))
 
     base = monotone_from_maps(dist, value_from_noise, noise_from_value, support_bijector=support)
     return base._replace(forward=forward)

@@ -25,6 +25,8 @@ def transformed_distribution_transform(dist: Any) -> Transform:
     distribution. (LogNormal, LogLogistic, SinhArcsinh, Chi, ... take this path.)
     """
     inner = transform_for(dist.distribution)
+    if inner.support_bijector is None:
+        return with_support(inner, dist.bijector)
     return with_support(inner, tfb.Chain([dist.bijector, inner.support_bijector]))
 
 

@@ -1,0 +1,398 @@
+"""Baseline variational surrogates built from a model: mean field, full-rank Gaussian, ASVI.
+
+Each builder follows TFP's stateless convention and takes the same inputs as the EMF surrogate
+builder::
+
+    init_fn, build_fn = build_mean_field_surrogate_stateless(pinned_model)
+    params = init_fn(seed)      # a dict of arrays
+    q = build_fn(params)        # a tfd.Distribution over the model's latent variables
+
+``model`` is a pinned joint distribution (``model.experimental_pin(...)``), whose unpinned
+variables are latent, or an unpinned ``tfd.JointDistribution`` (all variables latent). Samples
+of ``q`` have the model's latent structure (what ``pinned.sample_unpinned()`` or
+``model.sample()`` returns) and lie in the support. The pair plugs straight into
+``tfp.vi.fit_surrogate_posterior_stateless(pinned.unnormalized_log_prob, build_fn,
+init_fn(seed), optimizer, num_steps, ...)``, also under ``jax.jit``.
+
+The IAF baseline is the flow architecture of the EMF surrogate builder.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import DTypeLike
+from tensorflow_probability.substrates import jax as tfp
+
+from emf_jax._structure import FlatLatentLayout, JointModel, flat_latent_layout
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+__all__ = [
+    "ASVI_PRIOR_SUBSTITUTION_RULES",
+    "build_asvi_surrogate_stateless",
+    "build_full_rank_surrogate_stateless",
+    "build_mean_field_surrogate_stateless",
+]
+
+Params = dict[str, jax.Array]
+InitFn = Callable[[Any], Params]
+BuildFn = Callable[[Params], tfd.Distribution]
+SubstitutionRule = tuple[Any, Callable[[tfd.Distribution], tfd.Distribution]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared helpers.
+
+
+def _as_key(seed: Any) -> jax.Array:
+    """Returns a raw ``uint32[2]`` PRNG key from an int, a raw key or a typed key."""
+    seed = jnp.asarray(seed)
+    if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(seed)
+    if seed.shape == () and jnp.issubdtype(seed.dtype, jnp.integer):
+        return jax.random.PRNGKey(seed)
+    if seed.shape != (2,) or seed.dtype != jnp.uint32:
+        raise ValueError(
+            "`seed` must be an int, a jax.random.key or a jax.random.PRNGKey (uint32[2]); "
+            f"got an array of shape {seed.shape} and dtype {seed.dtype}."
+        )
+    return seed
+
+
+def _float_dtype(dtype: Optional[DTypeLike], layout: FlatLatentLayout) -> np.dtype:
+    """Resolves the surrogate's dtype: ``dtype`` if given (must be floating), else the model's."""
+    if dtype is None:
+        return layout.dtype
+    dtype = np.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype; got {dtype.name}.")
+    return jnp.zeros((), dtype).dtype  # canonical: float64 becomes float32 without x64
+
+
+def _check_positive(value: float, what: str) -> None:
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`{what}` must be a positive finite number; got {value!r}.")
+
+
+def _check_initial_loc_radius(value: float) -> None:
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"`initial_loc_radius` must be finite and >= 0; got {value!r}.")
+
+
+def _softplus_inverse(x: jax.Array) -> jax.Array:
+    """Inverse of ``jax.nn.softplus`` for positive ``x``: ``log(expm1(x))``, computed stably."""
+    return x + jnp.log(-jnp.expm1(-x))
+
+
+def _initial_loc(key: jax.Array, size: int, radius: float, dtype: np.dtype) -> jax.Array:
+    """Uniform on ``[-radius, radius]^size`` (Stan's and TFP's initialisation convention)."""
+    return jax.random.uniform(key, (size,), dtype=dtype, minval=-radius, maxval=radius)
+
+
+def _check_params(params: Any, expected: Sequence[str], builder: str) -> None:
+    """Raises a TypeError unless ``params`` is a mapping with exactly the ``expected`` keys."""
+    if not hasattr(params, "keys") or set(params.keys()) != set(expected):
+        got = sorted(params.keys()) if hasattr(params, "keys") else type(params).__name__
+        raise TypeError(
+            f"{builder}: expected a dict with keys {sorted(expected)} (as returned by init_fn);"
+            f" got {got}."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Mean field.
+
+
+def build_mean_field_surrogate_stateless(
+    model: JointModel,
+    *,
+    dtype: Optional[DTypeLike] = None,
+    initial_loc_radius: float = 2.0,
+    initial_scale: float = 1e-2,
+) -> tuple[InitFn, BuildFn]:
+    """Builds a mean-field (diagonal) Gaussian surrogate in the model's unconstrained space.
+
+    ``z ~ N(loc, diag(softplus(raw_scale))^2)`` on the flat vector of all ``D`` unconstrained
+    coordinates; ``z`` is split and reshaped into the latent structure and pushed through the
+    model's default event-space bijector (so constrained latents land in their support).
+
+    Args:
+      model: a pinned joint distribution (``model.experimental_pin(...)``) or an unpinned
+        ``tfd.JointDistribution``; its latent variables must be real-valued.
+      dtype: floating dtype of the parameters and samples. Default: the dtype of the model's
+        latent variables.
+      initial_loc_radius: initial locations are drawn uniformly from
+        ``[-initial_loc_radius, initial_loc_radius]`` in the unconstrained space (TFP's and
+        Stan's convention); ``0`` starts at the origin.
+      initial_scale: initial standard deviation of every unconstrained coordinate.
+
+    Returns:
+      ``(init_fn, build_fn)``: ``init_fn(seed)`` returns ``{"loc": [D], "raw_scale": [D]}``
+      (``scale = softplus(raw_scale)``); ``build_fn(params)`` returns the surrogate
+      ``tfd.Distribution``.
+
+    Raises:
+      TypeError: if ``model`` is not a joint distribution, a latent is not real-valued, or
+        ``dtype`` is not floating.
+      ValueError: if an option is out of range or the model's latents cannot be laid out as
+        one vector (see :func:`emf_jax._structure.flat_latent_layout`).
+
+    Example:
+      >>> import jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> from emf_jax.baselines import build_mean_field_surrogate_stateless
+      >>> tfd = tfp.distributions
+      >>> model = tfd.JointDistributionNamed(dict(
+      ...     s=tfd.HalfNormal(1.0), y=lambda s: tfd.Normal(0.0, s)))
+      >>> init_fn, build_fn = build_mean_field_surrogate_stateless(
+      ...     model.experimental_pin(y=0.5))
+      >>> q = build_fn(init_fn(jax.random.PRNGKey(0)))
+      >>> x = q.sample(4, seed=jax.random.PRNGKey(1))
+      >>> x["s"].shape, bool((x["s"] > 0).all())
+      ((4,), True)
+    """
+    layout = flat_latent_layout(model)
+    dtype = _float_dtype(dtype, layout)
+    _check_initial_loc_radius(initial_loc_radius)
+    _check_positive(initial_scale, "initial_scale")
+    size = layout.total_size
+
+    def init_fn(seed: Any) -> Params:
+        key = _as_key(seed)
+        raw = _softplus_inverse(jnp.asarray(initial_scale, dtype))
+        return {
+            "loc": _initial_loc(key, size, initial_loc_radius, dtype),
+            "raw_scale": jnp.full((size,), raw, dtype),
+        }
+
+    def build_fn(params: Params) -> tfd.Distribution:
+        _check_params(params, ("loc", "raw_scale"), "build_mean_field_surrogate_stateless")
+        base = tfd.MultivariateNormalDiag(
+            loc=params["loc"], scale_diag=jax.nn.softplus(params["raw_scale"])
+        )
+        return tfd.TransformedDistribution(base, layout.flat_bijector(), name="MeanFieldSurrogate")
+
+    return init_fn, build_fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Full-rank Gaussian.
+
+
+def _scale_tril_from_raw(raw: jax.Array) -> jax.Array:
+    """Lower-triangular matrix with a softplus-positive diagonal from ``D(D+1)/2`` numbers."""
+    m = tfp.math.fill_triangular(raw)
+    diag = jnp.diagonal(m, axis1=-2, axis2=-1)
+    return m + jnp.eye(m.shape[-1], dtype=m.dtype) * (jax.nn.softplus(diag) - diag)[..., None, :]
+
+
+def build_full_rank_surrogate_stateless(
+    model: JointModel,
+    *,
+    dtype: Optional[DTypeLike] = None,
+    initial_loc_radius: float = 2.0,
+    initial_scale: float = 1e-2,
+) -> tuple[InitFn, BuildFn]:
+    """Builds a full-rank Gaussian surrogate on one flat vector of the unconstrained latents.
+
+    ``z ~ N(loc, L L^T)`` on the flat vector of all ``D`` unconstrained coordinates, where
+    ``L`` is lower triangular, filled from ``D(D+1)/2`` numbers with a softplus on the
+    diagonal; ``z`` is split and reshaped into the latent structure and pushed through the
+    model's default event-space bijector. Using one ``D``-vector (not one block per variable)
+    keeps the compiled program small for models with many variables.
+
+    Args:
+      model: a pinned joint distribution (``model.experimental_pin(...)``) or an unpinned
+        ``tfd.JointDistribution``; its latent variables must be real-valued.
+      dtype: floating dtype of the parameters and samples. Default: the dtype of the model's
+        latent variables.
+      initial_loc_radius: initial locations are drawn uniformly from
+        ``[-initial_loc_radius, initial_loc_radius]`` in the unconstrained space; ``0`` starts
+        at the origin.
+      initial_scale: ``L`` starts as ``initial_scale * I``.
+
+    Returns:
+      ``(init_fn, build_fn)``: ``init_fn(seed)`` returns
+      ``{"loc": [D], "raw_scale_tril": [D * (D + 1) // 2]}``; ``build_fn(params)`` returns the
+      surrogate ``tfd.Distribution``.
+
+    Raises:
+      TypeError: if ``model`` is not a joint distribution, a latent is not real-valued, or
+        ``dtype`` is not floating.
+      ValueError: if an option is out of range or the model's latents cannot be laid out as
+        one vector (see :func:`emf_jax._structure.flat_latent_layout`).
+
+    Example:
+      >>> import jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> from emf_jax.baselines import build_full_rank_surrogate_stateless
+      >>> tfd = tfp.distributions
+      >>> model = tfd.JointDistributionNamed(dict(
+      ...     a=tfd.Normal(0.0, 1.0), b=lambda a: tfd.Normal(a, 1.0)))
+      >>> init_fn, build_fn = build_full_rank_surrogate_stateless(model)
+      >>> params = init_fn(jax.random.PRNGKey(0))
+      >>> params["raw_scale_tril"].shape
+      (3,)
+      >>> sorted(build_fn(params).sample(seed=jax.random.PRNGKey(1)))
+      ['a', 'b']
+    """
+    layout = flat_latent_layout(model)
+    dtype = _float_dtype(dtype, layout)
+    _check_initial_loc_radius(initial_loc_radius)
+    _check_positive(initial_scale, "initial_scale")
+    size = layout.total_size
+
+    def init_fn(seed: Any) -> Params:
+        key = _as_key(seed)
+        raw_diag = _softplus_inverse(jnp.asarray(initial_scale, dtype))
+        raw_matrix = jnp.eye(size, dtype=dtype) * raw_diag
+        return {
+            "loc": _initial_loc(key, size, initial_loc_radius, dtype),
+            "raw_scale_tril": tfp.math.fill_triangular_inverse(raw_matrix),
+        }
+
+    def build_fn(params: Params) -> tfd.Distribution:
+        _check_params(params, ("loc", "raw_scale_tril"), "build_full_rank_surrogate_stateless")
+        base = tfd.MultivariateNormalTriL(
+            loc=params["loc"], scale_tril=_scale_tril_from_raw(params["raw_scale_tril"])
+        )
+        return tfd.TransformedDistribution(base, layout.flat_bijector(), name="FullRankSurrogate")
+
+    return init_fn, build_fn
+
+
+# ----------------------------------------------------------------------------------------------
+# ASVI.
+
+# Quantiles of |Z|, Z ~ N(0, 1): lower quartile, median, upper quartile.
+_HALF_NORMAL_QUARTILES = (0.31863936396437514, 0.6744897501960817, 1.1503493803760079)
+
+
+def _half_normal_as_softplus_normal(dist: tfd.HalfNormal) -> tfd.Distribution:
+    """``Softplus(Normal(loc, scale))`` shaped like ``HalfNormal(dist.scale)``.
+
+    In the softplus-inverse space, ``loc`` is the prior's median and ``scale`` makes the
+    Normal's interquartile range equal to the prior's: the substitute has the prior's median
+    exactly and about its spread.
+    """
+    s = jnp.asarray(dist.scale, dist.dtype)
+    q1, q2, q3 = (_softplus_inverse(q * s) for q in _HALF_NORMAL_QUARTILES)
+    loc = q2
+    scale = (q3 - q1) / (2.0 * _HALF_NORMAL_QUARTILES[1])
+    return tfd.TransformedDistribution(
+        tfd.Normal(loc=loc, scale=scale), tfb.Softplus(), name=dist.name
+    )
+
+
+def _default_asvi_substitution_rules() -> tuple[SubstitutionRule, ...]:
+    tfp_rules = tfp.experimental.vi.ASVI_DEFAULT_PRIOR_SUBSTITUTION_RULES
+    others = tuple(rule for rule in tfp_rules if rule[0] is not tfd.HalfNormal)
+    return ((tfd.HalfNormal, _half_normal_as_softplus_normal),) + others
+
+
+#: ASVI prior substitution rules used by :func:`build_asvi_surrogate_stateless`: TFP's
+#: defaults, except that a ``HalfNormal`` prior becomes a ``Softplus``-transformed ``Normal``
+#: with the same median and interquartile range in the unconstrained space (TFP's
+#: ``TruncatedNormal`` substitute diverged on a Brownian-motion model with HalfNormal scales).
+ASVI_PRIOR_SUBSTITUTION_RULES: tuple[SubstitutionRule, ...] = _default_asvi_substitution_rules()
+
+
+def build_asvi_surrogate_stateless(
+    model: JointModel,
+    *,
+    mean_field: bool = False,
+    initial_prior_weight: float = 0.5,
+    prior_substitution_rules: Sequence[SubstitutionRule] = ASVI_PRIOR_SUBSTITUTION_RULES,
+    surrogate_rules: Optional[Sequence[Any]] = None,
+    dtype: Optional[DTypeLike] = None,
+) -> tuple[InitFn, BuildFn]:
+    """Builds an ASVI (automatic structured VI) surrogate with the model's own structure.
+
+    ASVI (Ambrogioni et al., 2021) replaces every parameter ``theta`` of each latent
+    conditional by ``w * theta_prior + (1 - w) * theta_free`` with trainable ``w`` in (0, 1)
+    and ``theta_free``. This wraps ``tfp.experimental.vi.build_asvi_surrogate_posterior_
+    stateless``, which walks a pinned model's latent conditionals with the pinned values
+    substituted (observed variables are not part of the surrogate).
+
+    Args:
+      model: a pinned joint distribution (``model.experimental_pin(...)``) or an unpinned
+        ``tfd.JointDistribution``; its latent variables must be real-valued.
+      mean_field: if True, drop the prior term (``w = 0``): independent factors of the
+        prior's families.
+      initial_prior_weight: initial ``w`` in [0, 1].
+      prior_substitution_rules: ``(condition, substitute_fn)`` pairs applied to every prior
+        distribution before its surrogate is built (see TFP). Default:
+        :data:`ASVI_PRIOR_SUBSTITUTION_RULES`.
+      surrogate_rules: special-purpose surrogate rules (see TFP). Default: TFP's.
+      dtype: ASVI's parameters take the dtype of the model's parameters; if given, ``dtype``
+        must equal the dtype of the model's latent variables (accepted so that every builder
+        has the same signature).
+
+    Returns:
+      ``(init_fn, build_fn)``: ``init_fn(seed)`` returns a dict of unconstrained parameters
+      with TFP's names (``"mean_field_parameter_<dist name>_<param>"`` and
+      ``"prior_weight_<dist name>_<param>"``, the distribution's ``name`` being e.g. ``"mu"``
+      for ``tfd.Normal(0., 1., name="mu")``);
+      ``build_fn(params)`` returns the surrogate joint distribution.
+
+    Raises:
+      TypeError: if ``model`` is not a joint distribution or a latent is not real-valued.
+      ValueError: if ``initial_prior_weight`` is outside [0, 1], ``dtype`` differs from the
+        model's, or the model's latents are not supported (see
+        :func:`emf_jax._structure.flat_latent_layout`).
+
+    Example:
+      >>> import jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> from emf_jax.baselines import build_asvi_surrogate_stateless
+      >>> tfd = tfp.distributions
+      >>> model = tfd.JointDistributionNamed(dict(
+      ...     mu=tfd.Normal(0.0, 1.0), y=lambda mu: tfd.Normal(mu, 1.0)))
+      >>> init_fn, build_fn = build_asvi_surrogate_stateless(model.experimental_pin(y=0.5))
+      >>> params = init_fn(jax.random.PRNGKey(0))
+      >>> sorted(params)[:2]
+      ['mean_field_parameter_Normal_loc', 'mean_field_parameter_Normal_scale']
+      >>> build_fn(params).sample(3, seed=jax.random.PRNGKey(1))["mu"].shape
+      (3,)
+    """
+    layout = flat_latent_layout(model)  # validates the model (real, scalar-batch latents)
+    if dtype is not None and _float_dtype(dtype, layout) != layout.dtype:
+        raise ValueError(
+            f"ASVI takes its dtype from the model's parameters ({layout.dtype.name}); got "
+            f"dtype={np.dtype(dtype).name}. Build the model in the dtype you want instead."
+        )
+    if not 0.0 <= float(initial_prior_weight) <= 1.0:
+        raise ValueError(f"`initial_prior_weight` must be in [0, 1]; got {initial_prior_weight!r}.")
+    kwargs: dict[str, Any] = dict(
+        mean_field=mean_field,
+        initial_prior_weight=initial_prior_weight,
+        prior_substitution_rules=tuple(prior_substitution_rules),
+    )
+    if surrogate_rules is not None:
+        kwargs["surrogate_rules"] = tuple(surrogate_rules)
+    tfp_init, tfp_build = tfp.experimental.vi.build_asvi_surrogate_posterior_stateless(
+        model, **kwargs
+    )
+    # TFP's parameters are a StructTuple (a tuple); ours are a dict keyed by the same names.
+    # The names are read once from an abstract evaluation, so build_fn needs no init call.
+    names = tuple(jax.eval_shape(lambda: tfp_init(seed=jax.random.PRNGKey(0)))._fields)
+    structure = jax.tree_util.tree_structure(layout.structure)
+
+    def init_fn(seed: Any) -> Params:
+        raw = tfp_init(seed=_as_key(seed))
+        return dict(zip(names, raw))
+
+    def build_fn(params: Params) -> tfd.Distribution:
+        _check_params(params, names, "build_asvi_surrogate_stateless")
+        q = tfp_build([params[name] for name in names])
+        if jax.tree_util.tree_structure(q.dtype) != structure:
+            raise ValueError(  # pragma: no cover - guards against changes in TFP
+                "ASVI surrogate's sample structure differs from the model's latent structure."
+            )
+        return q
+
+    return init_fn, build_fn
