@@ -14,7 +14,6 @@ prior: ``log N(e) − log|det J(e)| = model.log_prob(forward(e))``.
 """
 from __future__ import annotations
 
-import collections
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -271,7 +270,7 @@ def standard_normal_like(trace: ModelTrace) -> Any:
     structure = trace.latent_structure
     if isinstance(structure, dict):
         return tfd.JointDistributionNamedAutoBatched(
-            collections.OrderedDict((r.name, p) for r, p in zip(latents, parts)))
+            type(structure)((r.name, p) for r, p in zip(latents, parts)))
     if hasattr(structure, "_fields"):
         def program():
             for part in parts:

@@ -64,10 +64,11 @@ def family_model(family: str, dtype) -> Any:
     make = FAMILIES[family]
 
     def program():
-        parent = yield Root(tfd.Normal(_c(0.2, dtype), _c(1.0, dtype), name="parent"))
+        parent = yield tfd.Normal(_c(0.2, dtype), _c(1.0, dtype), name="parent")
         yield make(parent, dtype).copy(name="child")
 
-    return tfd.JointDistributionCoroutine(program)
+    # AutoBatched: batches of values are vectorised, whatever the child's parameter shapes.
+    return tfd.JointDistributionCoroutineAutoBatched(program)
 
 
 def hierarchical(dtype) -> Any:

@@ -14,6 +14,33 @@ from tests.bijector_checks import check_bijection
 tfd = tfp.distributions
 ALL_MODELS = {**{f"family:{f}": (lambda d, f=f: sm.family_model(f, d)) for f in sm.FAMILIES},
               **sm.MULTI_VARIABLE_MODELS}
+# Every model runs in every configuration under `-m slow`; the default run covers every
+# model once (float32, gated) and this representative subset in the other configurations,
+# to keep CI's compile time in bounds.
+CORE_MODELS = ("family:Normal", "family:HalfNormal", "family:Gamma", "family:Uniform",
+               "family:MultivariateNormalTriL", "hierarchical", "chain30",
+               "pinned_hierarchical", "vector_valued", "named")
+# Float32 precision limits found by the suite (see the issue note): failures kept visible.
+KNOWN_FLOAT32_FAILURES = {("family:InverseGamma", False), ("family:InverseGamma", True)}
+
+
+def _configs(gated_options):
+    params = []
+    for name in sorted(ALL_MODELS):
+        for gated in gated_options:
+            marks = []
+            if (name, gated) in KNOWN_FLOAT32_FAILURES:
+                marks.append(pytest.mark.xfail(strict=True, reason="float32 tail precision"))
+            if gated is False and name not in CORE_MODELS:
+                marks.append(pytest.mark.slow)
+            params.append(pytest.param(name, gated, marks=marks,
+                                       id=f"{name}-{'gated' if gated else 'ungated'}"))
+    return params
+
+
+def _core_or_slow():
+    return [pytest.param(n, marks=() if n in CORE_MODELS else (pytest.mark.slow,))
+            for n in sorted(ALL_MODELS)]
 
 
 def _layer(model, *, gated, seed=0):
@@ -39,24 +66,25 @@ def _check_layer(model, *, gated, use_jit):
                     use_jit=use_jit, extra_inputs=[_noise(layer, 2)])
 
 
-@pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
-@pytest.mark.parametrize("name", sorted(ALL_MODELS))
+@pytest.mark.parametrize("name,gated", _configs([False, True]))
 def test_round_trip_and_log_det_float32(name, gated):
     _check_layer(ALL_MODELS[name](jnp.float32), gated=gated, use_jit=True)
 
 
-@pytest.mark.parametrize("name", sorted(ALL_MODELS))
+@pytest.mark.parametrize("name", _core_or_slow())
 def test_round_trip_and_log_det_float64(name, x64):
     _check_layer(ALL_MODELS[name](jnp.float64), gated=True, use_jit=True)
 
 
-@pytest.mark.parametrize("name", ["family:Normal", "family:Gamma", "constrained",
+@pytest.mark.parametrize("name", ["family:Normal", "family:Gamma", "hierarchical",
                                   "pinned_hierarchical"])
 def test_without_jit(name):
     _check_layer(ALL_MODELS[name](jnp.float32), gated=True, use_jit=False)
 
 
-@pytest.mark.parametrize("name", sorted(ALL_MODELS))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="float32 tail precision"))
+    if (n, False) in KNOWN_FLOAT32_FAILURES else n for n in sorted(ALL_MODELS)])
 def test_ungated_layer_is_the_prior_density(name):
     """log N(e) − log|det J(e)| = model.log_prob(f(e)), sample by sample."""
     model = ALL_MODELS[name](jnp.float32)
@@ -141,10 +169,14 @@ def test_transformed_distribution_and_chain():
     td = tfd.TransformedDistribution(layer.noise_distribution(), layer)
     x = td.sample(7, seed=jax.random.key(0))
     np.testing.assert_allclose(td.log_prob(x), model.log_prob(x), rtol=1e-4, atol=1e-3)
-    chained = tfp.bijectors.Chain([layer, tfp.bijectors.Identity()])
+    # The layer composed with its own inverse is the identity, log-det 0.
+    chained = tfp.bijectors.Chain([tfp.bijectors.Invert(layer), layer])
     e = _noise(layer, 1, (3,))
-    np.testing.assert_allclose(chained.forward_log_det_jacobian(e),
-                               layer.forward_log_det_jacobian(e), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(chained.forward(e)), jax.tree.leaves(e)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(
+        chained.forward_log_det_jacobian(e, event_ndims=layer.forward_min_event_ndims),
+        np.zeros(3), atol=1e-4)
 
 
 def test_vmap_and_grad_through_the_layer():
