@@ -97,7 +97,8 @@ def make_backbone(backbone: Union[str, FlowFactory], event_size: int, *, num_lay
     if callable(backbone):
         return backbone(event_size, **common)
     # Exactly the identity at initialisation, so an embedded flow starts as its structured
-    # layer (the gradient of the zero output layer is not zero, so it still trains).
+    # layer. The zero output layer gets a nonzero gradient on the first step; the hidden
+    # layers start receiving gradient from the second step on.
     common.setdefault("output_init_scale", 0.0)
     if backbone in ("iaf", "maf"):
         flow = flows_lib.masked_autoregressive_flow(event_size, direction=backbone, **common)

@@ -39,8 +39,10 @@ def _configs(gated_options):
 
 
 def _core_or_slow():
-    return [pytest.param(n, marks=() if n in CORE_MODELS else (pytest.mark.slow,))
-            for n in sorted(ALL_MODELS)]
+    known = {"family:InverseGamma"}  # wrong log-det in float64 too: an open bug
+    return [pytest.param(n, marks=(() if n in CORE_MODELS else (pytest.mark.slow,)) + (
+        (pytest.mark.xfail(strict=True, reason="InverseGamma map bug"),) if n in known else ()))
+        for n in sorted(ALL_MODELS)]
 
 
 def _layer(model, *, gated, seed=0):
