@@ -1,4 +1,4 @@
-"""Tests for emf_jax.baselines (mean field, full rank, ASVI) and the flat layout they share."""
+"""Tests for emf_jax.baselines (mean field, full rank, ASVI, IAF) and the flat layout they share."""
 from __future__ import annotations
 
 import functools
@@ -551,3 +551,50 @@ def test_half_normal_substitute_matches_median_and_spread(scale):
         iqr(lambda p: softplus.inverse(prior.quantile(p))),
         rtol=1e-4,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# ASVI's noise-driven sampling and the IAF baseline.
+
+
+def test_asvi_noise_sampling_matches_tfp_joint_distribution():
+    """The default (noise through make_distribution_bijector) is TFP's ASVI distribution."""
+    case = _hierarchical()
+    init_fn, build_fn = baselines.build_asvi_surrogate_stateless(case.model)
+    _, build_joint = baselines.build_asvi_surrogate_stateless(case.model, sample_from_noise=False)
+    # Move away from the prior so the check is not only about the initial parameters.
+    params = jax.tree.map(lambda p: p + 0.3, init_fn(jax.random.PRNGKey(0)))
+    q, q_joint = build_fn(params), build_joint(params)
+    assert isinstance(q_joint, tfd.JointDistribution)
+
+    reference = q_joint.sample(64, seed=jax.random.PRNGKey(1))
+    np.testing.assert_allclose(q.log_prob(reference), q_joint.log_prob(reference), rtol=1e-4,
+                               atol=1e-4)
+
+    n = 20_000
+    x, log_q = jax.jit(lambda key: q.experimental_sample_and_log_prob(n, seed=key))(
+        jax.random.PRNGKey(2))
+    np.testing.assert_allclose(log_q, q_joint.log_prob(x), rtol=1e-4, atol=1e-4)
+    assert bool(jnp.all(case.in_support(x)))
+    y = q_joint.sample(n, seed=jax.random.PRNGKey(3))
+    for name in ("mu", "tau", "x"):
+        a, b = np.asarray(getattr(x, name)), np.asarray(getattr(y, name))
+        # Two independent means of n draws differ by 5 standard errors at most.
+        tolerance = 5 * np.sqrt(a.var(0) / n + b.var(0) / n)
+        assert np.all(np.abs(a.mean(0) - b.mean(0)) < tolerance), name
+
+
+def test_iaf_baseline_is_the_flow_architecture():
+    from emf_jax.surrogates import build_emf_surrogate_posterior_stateless
+
+    case = _hierarchical()
+    init_fn, build_fn = baselines.build_iaf_surrogate_stateless(case.model, hidden_units=(8,))
+    flow_init, flow_build = build_emf_surrogate_posterior_stateless(
+        case.model, architecture="flow", hidden_units=(8,), activation=jnp.tanh)
+    key = jax.random.PRNGKey(0)
+    params = init_fn(key)
+    jax.tree.map(np.testing.assert_array_equal, params, flow_init(key))
+    x = build_fn(params).sample(32, seed=jax.random.PRNGKey(1))
+    assert bool(jnp.all(case.in_support(x)))
+    np.testing.assert_allclose(build_fn(params).log_prob(x), flow_build(params).log_prob(x),
+                               rtol=1e-5, atol=1e-5)
