@@ -32,8 +32,7 @@ def _methods(pinned: Any) -> dict[str, tuple[Callable, Callable, float]]:
     return {
         "mean field": (*baselines.build_mean_field_surrogate_stateless(pinned), 1e-2),
         "ASVI": (*baselines.build_asvi_surrogate_stateless(pinned), 1e-2),
-        "IAF": (*build_emf_surrogate_posterior_stateless(
-            pinned, architecture="flow", hidden_units=(512, 512), activation=jnp.tanh), 1e-3),
+        "IAF": (*baselines.build_iaf_surrogate_stateless(pinned, hidden_units=(512, 512)), 1e-3),
         "GEMF-T": (*build_emf_surrogate_posterior_stateless(
             pinned, architecture="gemf-t", hidden_units=(512, 512)), 1e-3),
     }
