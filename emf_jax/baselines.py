@@ -411,8 +411,9 @@ def build_asvi_surrogate_stateless(
         distribution: the same distribution and density, but without the joint
         distribution's per-variable chain of key splits, which XLA's CPU fusion pass
         duplicates quadratically (a 30-variable Brownian bridge took about 10 minutes to
-        compile one training step; about 1 minute this way). If False, ``build_fn`` returns
-        TFP's joint distribution itself.
+        compile one training step; about 1 minute this way). Used for coroutine models only;
+        for ``JointDistributionNamed`` / ``Sequential`` models, and if False, ``build_fn``
+        returns TFP's joint distribution itself.
 
     Returns:
       ``(init_fn, build_fn)``: ``init_fn(seed)`` returns a dict of unconstrained parameters
@@ -464,6 +465,11 @@ def build_asvi_surrogate_stateless(
     names = tuple(jax.eval_shape(lambda: tfp_init(seed=jax.random.PRNGKey(0)))._fields)
     structure = jax.tree_util.tree_structure(layout.structure)
 
+    # TFP's make_distribution_bijector of the ASVI surrogate only accepts the coroutine's
+    # StructTuple structure; models written as JointDistributionNamed / Sequential keep TFP's
+    # own sampling (correct, only slower to compile).
+    noise_path_supported = hasattr(layout.structure, "_fields")
+
     def init_fn(seed: Any) -> Params:
         raw = tfp_init(seed=_as_key(seed))
         return dict(zip(names, raw))
@@ -475,7 +481,7 @@ def build_asvi_surrogate_stateless(
             raise ValueError(  # pragma: no cover - guards against changes in TFP
                 "ASVI surrogate's sample structure differs from the model's latent structure."
             )
-        if not sample_from_noise:
+        if not (sample_from_noise and noise_path_supported):
             return q
         return _NoiseDrivenJoint(q, layout)
 
