@@ -6,6 +6,7 @@ registered for a subclass wins over one registered for its parent (e.g. `Exponen
 """
 from __future__ import annotations
 
+import contextvars
 from typing import Any, Callable, Optional, TypeVar
 
 from tensorflow_probability.substrates import jax as tfp
@@ -17,6 +18,9 @@ tfd = tfp.distributions
 TransformFn = Callable[[Any], Transform]
 _REGISTRY: dict[type, TransformFn] = {}
 _FALLBACKS: list[Callable[[Any], Optional[TransformFn]]] = []
+# The variable whose map is being looked up, for error messages of nested look-ups.
+_CURRENT_VARIABLE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "emf_jax_current_variable", default=None)
 
 F = TypeVar("F", bound=TransformFn)
 
@@ -78,6 +82,12 @@ def is_discrete(dist: Any) -> bool:
     return not jnp.issubdtype(dtype, jnp.floating)
 
 
+def current_variable() -> str:
+    """``"variable 'name'"`` for the variable whose map is being looked up, for messages."""
+    name = _CURRENT_VARIABLE.get()
+    return f"variable '{name}'" if name is not None else "a variable"
+
+
 def _describe(dist: Any) -> str:
     return type(dist).__name__
 
@@ -90,6 +100,9 @@ def transform_for(dist: Any, *, variable_name: Optional[str] = None) -> Transfor
         no continuous scalar CDF; the message names the variable and the family and says how
         to pin it or register a map.
     """
+    if variable_name is None:
+        # A nested look-up (Independent, Sample, MarkovChain steps) names the outer variable.
+        variable_name = _CURRENT_VARIABLE.get()
     where = f"variable '{variable_name}'" if variable_name is not None else "a variable"
     if is_discrete(dist):
         raise UnsupportedDistributionError(
@@ -97,14 +110,18 @@ def transform_for(dist: Any, *, variable_name: Optional[str] = None) -> Transfor
             "cannot be mapped from continuous noise. Pin it to observed values "
             "(model.experimental_pin(name=value)), or marginalise it out of the model (e.g. "
             "with tfd.MixtureSameFamily).")
-    for cls in type(dist).__mro__:
-        fn = _REGISTRY.get(cls)
-        if fn is not None:
-            return fn(dist)
-    for rule in _FALLBACKS:
-        fn = rule(dist)
-        if fn is not None:
-            return fn(dist)
+    token = _CURRENT_VARIABLE.set(variable_name)
+    try:
+        for cls in type(dist).__mro__:
+            fn = _REGISTRY.get(cls)
+            if fn is not None:
+                return fn(dist)
+        for rule in _FALLBACKS:
+            fn = rule(dist)
+            if fn is not None:
+                return fn(dist)
+    finally:
+        _CURRENT_VARIABLE.reset(token)
     raise UnsupportedDistributionError(
         f"{where} has the distribution {_describe(dist)}, for which emf_jax knows no map from "
         "N(0, 1) noise (it has no registered transform and no scalar CDF to invert). Register "
