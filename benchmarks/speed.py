@@ -356,6 +356,17 @@ def _import_everything() -> None:
         pass
 
 
+def _limit_memory(gigabytes: float) -> None:
+    """Caps this process's address space, so that a huge compilation fails here instead of
+    pushing the shared machine out of memory."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    limit = int(gigabytes * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def compile_worker(num_steps: int, form: str, settings: Settings) -> dict[str, float]:
     """Build and first-call time of the GEMF-T step (run in a fresh process)."""
     _import_everything()
@@ -395,7 +406,8 @@ def compile_table(settings: Settings, argv_settings: list[str]) -> list[dict[str
                 continue
             row["process_s"] = time.perf_counter() - start
             if proc.returncode != 0:
-                row["note"] = "failed: " + proc.stderr.strip().splitlines()[-1][:200]
+                last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+                row["note"] = "failed: " + last[:200]
                 print(f"  T={num_steps} {form}: {row['note']}", flush=True)
                 continue
             row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -510,7 +522,8 @@ def write_report(settings: Settings, speed_rows: Optional[list], compile_rows: O
 
 
 def _settings_args(args: argparse.Namespace) -> list[str]:
-    out = ["--hidden", *[str(h) for h in args.hidden], "--sample-size", str(args.sample_size)]
+    out = ["--hidden", *[str(h) for h in args.hidden], "--sample-size", str(args.sample_size),
+           "--worker-memory-gb", str(args.worker_memory_gb)]
     return out + (["--quick"] if args.quick else [])
 
 
@@ -528,6 +541,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, Set
     parser.add_argument("--skip-compile-table", action="store_true")
     parser.add_argument("--compile-worker", nargs=2, metavar=("T", "FORM"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--worker-memory-gb", type=float, default=8.0,
+                        help="address-space cap of each compile-table process")
     args = parser.parse_args(argv)
     quick = args.quick
     args.hidden = args.hidden or ([32, 32] if quick else [512, 512])
@@ -544,6 +559,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, Set
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args, settings = parse(argv)
     if args.compile_worker:
+        _limit_memory(args.worker_memory_gb)
         result = compile_worker(int(args.compile_worker[0]), args.compile_worker[1], settings)
         print(json.dumps(result))
         return
@@ -557,6 +573,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         compile_rows = compile_table(settings, _settings_args(args))
         print(format_compile_table(compile_rows, settings.compile_steps), flush=True)
     path = RESULTS_DIR / ("speed_quick.md" if settings.quick else "speed.md")
+    # A table skipped in this run keeps its last measured rows (kept beside the report).
+    store = path.with_suffix(".json")
+    previous = json.loads(store.read_text()) if store.exists() else {}
+    speed_rows = previous.get("speed") if speed_rows is None else speed_rows
+    compile_rows = previous.get("compile") if compile_rows is None else compile_rows
+    store.write_text(json.dumps({"speed": speed_rows, "compile": compile_rows}, indent=1))
     write_report(settings, speed_rows, compile_rows, path)
     print(f"wrote {path}")
 

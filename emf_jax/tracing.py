@@ -45,6 +45,21 @@ class VariableRecord:
       unconstrained_shape: the shape of its noise (None for pinned variables).
       num_steps: for a `tfd.MarkovChain` variable (possibly inside Independent / Sample),
         its number of steps ``T``; None otherwise. Its support is that of step 0.
+
+    Example:
+      >>> import emf_jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> def program():
+      ...     scale = yield tfd.HalfNormal(1., name='scale')
+      ...     yield tfd.Sample(tfd.Normal(0., scale), 3, name='x')
+      >>> model = tfd.JointDistributionCoroutineAutoBatched(program)
+      >>> trace = emf_jax.trace_model(model)
+      >>> x = trace.record('x')
+      >>> x.family, x.base_family, x.event_shape, x.pinned
+      ('Sample', 'Normal', (3,), False)
+      >>> trace.record('scale').support
+      'Softplus'
     """
 
     name: str
@@ -68,6 +83,18 @@ class ModelTrace:
       latent_names: names of the latent (unpinned) variables in program order.
       latent_structure: a tree like the model's latent event (e.g. a StructTuple, list or
         dict) with the latent variable names as leaves.
+
+    Example:
+      >>> import emf_jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> model = tfd.JointDistributionNamed(dict(
+      ...     mu=tfd.Normal(0., 1.), y=lambda mu: tfd.Normal(mu, 1.)))
+      >>> trace = emf_jax.trace_model(model.experimental_pin(y=0.5))
+      >>> trace.latent_names, [r.name for r in trace.latents]
+      (('mu',), ['mu'])
+      >>> trace.unflatten([1.5])
+      {'mu': 1.5}
     """
 
     records: tuple[VariableRecord, ...]

@@ -80,6 +80,19 @@ class FitResult(NamedTuple):
         before that step's update (NaN or inf where a step was skipped).
       num_nonfinite: number of steps skipped because the loss or a gradient was not
         finite.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> loss = lambda p, seed: jnp.sum(p ** 2)
+      >>> result = minimize(loss, jnp.ones(2), optimizer=optax.sgd(0.1), num_steps=3,
+      ...                   seed=0, progress_bar=False)
+      >>> result.losses.shape, result.num_nonfinite
+      ((3,), 0)
+      >>> resumed = minimize(loss, result.params, optimizer=optax.sgd(0.1), num_steps=3,
+      ...                    seed=0, opt_state=result.opt_state, start_step=3,
+      ...                    progress_bar=False)
+      >>> bool(resumed.losses[0] < result.losses[0])
+      True
     """
 
     params: PyTree
@@ -103,6 +116,17 @@ class DensityFitResult(NamedTuple):
         log-likelihood at the end of each chunk (empty without a validation set).
       best_step: global step count (including `start_step`) after which `params` were
         taken; resume from `params` and `opt_state` with `start_step=best_step`.
+
+    Example:
+      >>> import numpy as np, optax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> data = np.random.default_rng(0).normal(size=100).astype(np.float32)
+      >>> result = fit_density(lambda p: tfp.distributions.Normal(p["loc"], 1.0),
+      ...                      {"loc": 0.0}, data, optimizer=optax.adam(0.1), num_steps=20,
+      ...                      batch_size=10, seed=0, validation_fraction=0.2, chunk_size=10,
+      ...                      progress_bar=False)
+      >>> result.losses.shape, result.validation_losses.shape, result.best_step in (10, 20)
+      ((20,), (2,), True)
     """
 
     params: PyTree

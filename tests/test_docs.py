@@ -95,7 +95,7 @@ def test_notebook_runs(path, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("EMF_NOTEBOOK_STEPS", NOTEBOOK_STEPS)
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+    client = NotebookClient(notebook, timeout=600, startup_timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     client.execute()  # raises CellExecutionError, naming the cell, if any cell fails
     errors = [output for cell in notebook.cells if cell.cell_type == "code"

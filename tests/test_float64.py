@@ -83,10 +83,11 @@ def test_fit_vi_and_the_structured_layer_in_float64(x64):
 
 
 def test_fit_density_in_float64(x64):
-    """A MAF-backed GEMF-T density fitted to float64 rows, round trip at 1e-9."""
+    """A MAF-backed GEMF-T density (with a chain variable) fitted to float64 rows."""
     def program():
         a = yield tfd.Normal(_c(0.0), _c(1.0), name="a")
-        yield tfd.Normal(jnp.sin(2.0 * a), _c(0.3), name="b")
+        yield tfd.MarkovChain(tfd.Normal(jnp.sin(2.0 * a), _c(0.3)),
+                              lambda _, x: tfd.Normal(0.8 * x, _c(0.3)), 3, name="b")
 
     model = tfd.JointDistributionCoroutineAutoBatched(program)
     data = model.sample(200, seed=jax.random.key(3))

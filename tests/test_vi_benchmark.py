@@ -15,11 +15,12 @@ from benchmarks import _numpyro_peers
 from benchmarks import vi
 from emf_jax import models
 
-# The quick benchmark's machinery at the tiniest size: one 14-dimensional target, two cheap
-# methods plus a peer, two seeds (the second reuses the compiled programs), tiny networks.
-TINY = ["--quick", "--targets", "binary_tree_linear_4", "--methods", "mean_field", "gemf_t",
-        "numpyro_iaf", "--seeds", "2", "--steps", "40", "--sample-size", "4", "--hidden", "8",
-        "8", "--eval-draws", "150", "--reference-draws", "100"]
+# The quick benchmark's machinery at the tiniest size: one 14-dimensional target, GEMF-T plus
+# a peer, two seeds (the second reuses the compiled programs), tiny networks. (Compilation
+# dominates: each further method costs ~10-20 s of CI time.)
+TINY = ["--quick", "--targets", "binary_tree_linear_4", "--methods", "gemf_t", "numpyro_iaf",
+        "--seeds", "2", "--steps", "40", "--sample-size", "4", "--hidden", "8", "8",
+        "--eval-draws", "150", "--reference-draws", "100"]
 
 
 def test_quick_benchmark_at_the_tiniest_size_writes_a_finite_table(tmp_path, monkeypatch,
@@ -41,7 +42,7 @@ def test_quick_benchmark_at_the_tiniest_size_writes_a_finite_table(tmp_path, mon
     log_evidence = record["log_evidence"]
     assert log_evidence == pytest.approx(
         models.exact_log_marginal_likelihood("binary_tree_linear_4"))
-    for method in ("mean_field", "gemf_t"):
+    for method in ("gemf_t",):
         entry = record["methods"][method]
         assert entry["status"] == "ok"
         per = entry["per_seed"]
@@ -54,11 +55,6 @@ def test_quick_benchmark_at_the_tiniest_size_writes_a_finite_table(tmp_path, mon
             assert value >= -log_evidence - 4 * se
         assert entry["steady_ms_per_step"] > 0
         assert f"| {vi.METHODS[method]} | " in table
-    # GEMF-T starts at the model's own structure: even 40 tiny steps beat mean field (which
-    # starts from a random point) by far, on both sides of the KL.
-    mf, gemf = (np.mean(record["methods"][m]["per_seed"]["neg_elbo"])
-                for m in ("mean_field", "gemf_t"))
-    assert gemf < mf
     assert "## Summary" in table and "binary_tree_linear_4" in table
 
     # Re-rendering from the saved results (a run in parts) gives the same table; a method
