@@ -1,10 +1,16 @@
 """emf_jax: embedded-model flows for TensorFlow Probability models, in JAX."""
 from emf_jax import architectures
+from emf_jax import baselines
+from emf_jax import datasets
+from emf_jax import diagnostics
 from emf_jax import flows
 from emf_jax import gates
+from emf_jax import models
+from emf_jax import templates
 from emf_jax import transforms
 from emf_jax.checkpoint import load
 from emf_jax.checkpoint import save
+from emf_jax.density import build_emf_density_stateless
 from emf_jax.distribution import EmbeddedFlowDistribution
 from emf_jax.structured import StructuredLayer
 from emf_jax.structured import build_structured_layer_stateless
@@ -32,17 +38,23 @@ __all__ = [
     "UnsupportedDistributionError",
     "VariableRecord",
     "architectures",
+    "baselines",
+    "build_emf_density_stateless",
     "build_emf_surrogate_posterior_stateless",
     "build_structured_layer_stateless",
+    "datasets",
+    "diagnostics",
     "fit_density",
     "fit_vi",
     "flows",
     "gates",
     "load",
     "minimize",
+    "models",
     "register_transform",
     "save",
     "standard_normal_like",
+    "templates",
     "trace_model",
     "transforms",
 ]

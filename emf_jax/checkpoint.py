@@ -156,6 +156,9 @@ def save(path: str | os.PathLike, tree: PyTree, *, compress: bool = False) -> No
       tree: a pytree whose leaves are arrays or Python scalars (see the module docstring).
       compress: whether to zip-compress the arrays (`np.savez_compressed`).
 
+    Returns:
+      None; the file at `path` holds the checkpoint.
+
     Raises:
       TypeError: if a leaf is not an array or Python scalar, or has a non-numeric dtype.
 

@@ -19,7 +19,9 @@ import jax.numpy as jnp
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.transforms import transform_for
+from emf_jax.transforms.markov_chain import ChainTransform
 from emf_jax.transforms.registry import UnsupportedDistributionError, is_discrete
+from emf_jax.transforms.wrappers import wrapper_base_class
 
 tfd = tfp.distributions
 JointDistributionPinned = tfp.experimental.distributions.JointDistributionPinned
@@ -41,6 +43,23 @@ class VariableRecord:
       support: the class name of the support (default event-space) bijector, or None.
       pinned: True for observed (pinned) variables.
       unconstrained_shape: the shape of its noise (None for pinned variables).
+      num_steps: for a `tfd.MarkovChain` variable (possibly inside Independent / Sample),
+        its number of steps ``T``; None otherwise. Its support is that of step 0.
+
+    Example:
+      >>> import emf_jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> def program():
+      ...     scale = yield tfd.HalfNormal(1., name='scale')
+      ...     yield tfd.Sample(tfd.Normal(0., scale), 3, name='x')
+      >>> model = tfd.JointDistributionCoroutineAutoBatched(program)
+      >>> trace = emf_jax.trace_model(model)
+      >>> x = trace.record('x')
+      >>> x.family, x.base_family, x.event_shape, x.pinned
+      ('Sample', 'Normal', (3,), False)
+      >>> trace.record('scale').support
+      'Softplus'
     """
 
     name: str
@@ -52,6 +71,7 @@ class VariableRecord:
     support: Optional[str]
     pinned: bool
     unconstrained_shape: Optional[tuple[int, ...]]
+    num_steps: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +83,18 @@ class ModelTrace:
       latent_names: names of the latent (unpinned) variables in program order.
       latent_structure: a tree like the model's latent event (e.g. a StructTuple, list or
         dict) with the latent variable names as leaves.
+
+    Example:
+      >>> import emf_jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> model = tfd.JointDistributionNamed(dict(
+      ...     mu=tfd.Normal(0., 1.), y=lambda mu: tfd.Normal(mu, 1.)))
+      >>> trace = emf_jax.trace_model(model.experimental_pin(y=0.5))
+      >>> trace.latent_names, [r.name for r in trace.latents]
+      (('mu',), ['mu'])
+      >>> trace.unflatten([1.5])
+      {'mu': 1.5}
     """
 
     records: tuple[VariableRecord, ...]
@@ -125,8 +157,11 @@ def split_pins(model: Any) -> tuple[Any, dict[str, Any]]:
         f"AutoBatched variant) or a pinned one (model.experimental_pin(...)); got {type(model)}")
 
 
+_WRAPPERS = tuple(wrapper_base_class(c) for c in (tfd.Independent, tfd.Sample))
+
+
 def _unwrap(dist: Any) -> Any:
-    while isinstance(dist, (tfd.Independent, tfd.Sample)):
+    while isinstance(dist, _WRAPPERS):
         dist = dist.distribution
     return dist
 
@@ -166,6 +201,21 @@ def walk_model(model: Any, choose_value: Callable[[int, str, Any], Array],
     except StopIteration:
         pass
     return values
+
+
+def _check_transition(name: str, dist: Any, transform: ChainTransform,
+                      value_shape: tuple[int, ...]) -> None:
+    """Looks up the map of a chain's transition once, so that a missing one fails here."""
+    if transform.num_steps < 2:
+        return
+    axis = len(value_shape) - 1 - len(transform.step_event_shape)
+    state = jnp.zeros(value_shape[:axis] + value_shape[axis + 1:], dist.dtype)
+    try:
+        transform_for(transform.transition_fn(jnp.zeros((), jnp.int32), state),
+                      variable_name=name)
+    except UnsupportedDistributionError as err:
+        raise UnsupportedDistributionError(
+            f"the transition of MarkovChain variable '{name}': {err}") from err
 
 
 def _latent_structure(model: Any, names: Sequence[str], pins: dict[str, Any]) -> Any:
@@ -208,6 +258,8 @@ def trace_model(model: Any, *, check_transforms: bool = True) -> ModelTrace:
 
     def choose(index: int, name: str, dist: Any) -> Array:
         if isinstance(dist.dtype, (dict, list, tuple)):
+            if isinstance(_unwrap(dist), tfd.MarkovChain):
+                transform_for(dist, variable_name=name)  # says why its states are refused
             raise UnsupportedDistributionError(
                 f"variable '{name}' is itself a joint distribution ({type(dist).__name__}); "
                 "nested joint distributions are not supported: inline its variables.")
@@ -215,17 +267,25 @@ def trace_model(model: Any, *, check_transforms: bool = True) -> ModelTrace:
             # Raises with the variable's name and family.
             transform_for(dist, variable_name=name)
         value_shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
-        support = dist.experimental_default_event_space_bijector()
+        num_steps = None
         if check_transforms:
-            support = transform_for(dist, variable_name=name).support_bijector
-        unconstrained = (value_shape if support is None
-                         else tuple(support.inverse_event_shape(value_shape)))
+            transform = transform_for(dist, variable_name=name)
+            support = transform.support_bijector
+            if isinstance(transform, ChainTransform):
+                num_steps = transform.num_steps
+                unconstrained = transform.unconstrained_shape(value_shape)
+                _check_transition(name, dist, transform, value_shape)
+        else:
+            support = dist.experimental_default_event_space_bijector()
+        if num_steps is None:
+            unconstrained = (value_shape if support is None
+                             else tuple(support.inverse_event_shape(value_shape)))
         records.append(VariableRecord(
             name=name, index=index, family=type(dist).__name__,
             base_family=type(_unwrap(dist)).__name__, event_shape=value_shape,
             dtype=jnp.dtype(dist.dtype),
             support="Identity" if support is None else type(support).__name__, pinned=False,
-            unconstrained_shape=unconstrained))
+            unconstrained_shape=unconstrained, num_steps=num_steps))
         return jnp.zeros(value_shape, dist.dtype)
 
     pinned_families: dict[str, str] = {}

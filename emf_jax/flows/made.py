@@ -36,6 +36,12 @@ class Network(NamedTuple):
     Attributes:
       init: maps a PRNG key to the parameter pytree (a dict of ``{"kernel", "bias"}`` dicts).
       apply: maps ``(params, x[, context])`` to the network output.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> network = mlp(3, 2, hidden_units=(8,))
+      >>> network.apply(network.init(jax.random.key(0)), jnp.ones((4, 3))).shape
+      (4, 2)
     """
 
     init: Callable[[PRNGKey], Params]

@@ -26,6 +26,12 @@ PermutationSpec = Union[str, Sequence[int], np.ndarray, None]
 def reverse_permutation(event_size: int) -> np.ndarray:
     """The permutation that reverses the event: ``[D-1, ..., 1, 0]``.
 
+    Args:
+      event_size: ``D``, a positive integer.
+
+    Returns:
+      An integer NumPy array of shape ``[D]``.
+
     Example:
       >>> reverse_permutation(3).tolist()
       [2, 1, 0]
@@ -36,6 +42,13 @@ def reverse_permutation(event_size: int) -> np.ndarray:
 def random_permutation(event_size: int, *, seed: int = 0) -> np.ndarray:
     """A fixed pseudo-random permutation of ``range(event_size)``, reproducible from ``seed``.
 
+    Args:
+      event_size: ``D``, a positive integer.
+      seed: seed of ``np.random.default_rng``.
+
+    Returns:
+      An integer NumPy array of shape ``[D]``.
+
     Example:
       >>> sorted(random_permutation(4, seed=1).tolist())
       [0, 1, 2, 3]
@@ -45,6 +58,12 @@ def random_permutation(event_size: int, *, seed: int = 0) -> np.ndarray:
 
 def inverse_permutation(permutation: Sequence[int] | np.ndarray) -> np.ndarray:
     """The permutation ``inv`` with ``x[..., perm][..., inv] == x``.
+
+    Args:
+      permutation: a permutation of ``range(D)``.
+
+    Returns:
+      Its inverse, an integer NumPy array of shape ``[D]``.
 
     Example:
       >>> inverse_permutation([2, 0, 1]).tolist()

@@ -42,6 +42,12 @@ class ExactPosterior(NamedTuple):
       stddev: posterior standard deviation of each latent variable, keyed by name.
       covariance: posterior covariance of all latents flattened and concatenated in program
         order, ``[d, d]`` with ``d`` the total latent dimension.
+
+    Example:
+      >>> from emf_jax import models
+      >>> exact = models.get_target("binary_tree_linear_4").exact_posterior
+      >>> exact.covariance.shape, sorted(exact.mean)[:2]
+      ((14, 14), ['layer0', 'layer1'])
     """
 
     log_marginal_likelihood: float
@@ -65,6 +71,14 @@ class BenchmarkTarget(NamedTuple):
       description: a one-line description of the model and its settings.
       exact_posterior: the closed-form posterior (:class:`ExactPosterior`) where one exists
         (linear-Gaussian models, and Eight Schools by one-dimensional quadrature), else None.
+
+    Example:
+      >>> from emf_jax import models
+      >>> target = models.get_target("eight_schools")
+      >>> target.name, target.pinned_model.event_shape._fields
+      ('eight_schools', ('avg_effect', 'log_stddev', 'school_effects_std'))
+      >>> round(target.exact_posterior.log_marginal_likelihood, 2)
+      -36.13
     """
 
     name: str

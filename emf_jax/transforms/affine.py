@@ -18,7 +18,20 @@ _LOWER_TRIANGULAR_OPERATORS = ("LinearOperatorLowerTriangular",)
 
 
 def normal_transform(dist: Any) -> AffineTransform:
-    """Normal(loc, scale): ``x = loc + scale · e`` (parameters broadcast against the value)."""
+    """Normal(loc, scale): ``x = loc + scale · e`` (parameters broadcast against the value).
+
+    Args:
+      dist: a `tfd.Normal`.
+
+    Returns:
+      An `AffineTransform` with the real line as support.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> t = normal_transform(tfp.distributions.Normal(3., 0.5))
+      >>> float(t.shift), float(t.scale)
+      (3.0, 0.5)
+    """
     return affine(dist.loc, dist.scale, None)
 
 
@@ -27,6 +40,22 @@ def mvn_linear_operator_transform(dist: Any) -> AffineTransform:
 
     Diagonal operators give an elementwise affine map; lower-triangular ones a triangular matrix
     (solved by substitution); any other operator a dense matrix (solved by LU).
+
+    Args:
+      dist: a `tfd.MultivariateNormalLinearOperator` (or a subclass such as
+        `tfd.MultivariateNormalTriL`).
+
+    Returns:
+      An `AffineTransform` with the real line as support.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> dist = tfp.distributions.MultivariateNormalTriL(
+      ...     jnp.zeros(2), jnp.array([[1.0, 0.0], [0.5, 2.0]]))
+      >>> t = mvn_linear_operator_transform(dist)
+      >>> t.scale_matrix.tolist(), t.lower_triangular
+      ([[1.0, 0.0], [0.5, 2.0]], True)
     """
     operator = dist.scale
     value_shape = tuple(dist.batch_shape) + tuple(dist.event_shape)

@@ -6,6 +6,7 @@ registered for a subclass wins over one registered for its parent (e.g. `Exponen
 """
 from __future__ import annotations
 
+import contextvars
 from typing import Any, Callable, Optional, TypeVar
 
 from tensorflow_probability.substrates import jax as tfp
@@ -17,12 +18,36 @@ tfd = tfp.distributions
 TransformFn = Callable[[Any], Transform]
 _REGISTRY: dict[type, TransformFn] = {}
 _FALLBACKS: list[Callable[[Any], Optional[TransformFn]]] = []
+# The variable whose map is being looked up, for error messages of nested look-ups.
+_CURRENT_VARIABLE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "emf_jax_current_variable", default=None)
 
 F = TypeVar("F", bound=TransformFn)
 
 
 class UnsupportedDistributionError(NotImplementedError):
-    """No map from N(0, 1) noise to this variable's distribution is known."""
+    """No map from N(0, 1) noise to this variable's distribution is known.
+
+    A `NotImplementedError`, raised when a model is traced or its layer built, for a discrete
+    latent or a family without a map; the message names the variable and the family and says
+    what to do (pin the variable, marginalise it, or `register_transform`).
+
+    Args:
+      message: the explanation.
+
+    Example:
+      >>> import emf_jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> def program():
+      ...     coin = yield tfd.Bernoulli(probs=0.5, name='coin')
+      ...     yield tfd.Normal(0., 1., name='x')
+      >>> try:
+      ...     emf_jax.trace_model(tfd.JointDistributionCoroutineAutoBatched(program))
+      ... except emf_jax.UnsupportedDistributionError as err:
+      ...     print(str(err)[:55])
+      variable 'coin' has the discrete distribution Bernoulli
+    """
 
 
 def register_transform(distribution_class: type, fn: Optional[F] = None):
@@ -44,8 +69,8 @@ def register_transform(distribution_class: type, fn: Optional[F] = None):
       >>> class MyNormal(tfp.distributions.Normal):
       ...     pass
       >>> _ = emf_jax.register_transform(MyNormal, emf_jax.transforms.normal_transform)
-      >>> emf_jax.transforms.transform_for(MyNormal(0., 2.)).scale
-      Array(2., dtype=float32, weak_type=True)
+      >>> float(emf_jax.transforms.transform_for(MyNormal(0., 2.)).scale)
+      2.0
     """
     if not isinstance(distribution_class, type):
         raise TypeError(f"register_transform expects a class, got {distribution_class!r}")
@@ -65,7 +90,19 @@ def register_fallback(rule: Callable[[Any], Optional[TransformFn]]) -> None:
 
 
 def registered_families() -> tuple[type, ...]:
-    """The distribution classes with a registered map."""
+    """The distribution classes with a registered map.
+
+    Families without one may still work through a fallback (numerical inversion of a scalar
+    CDF); see `transform_for`.
+
+    Returns:
+      A tuple of `tfd.Distribution` subclasses.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfp.distributions.Normal in registered_families()
+      True
+    """
     return tuple(_REGISTRY)
 
 
@@ -78,6 +115,12 @@ def is_discrete(dist: Any) -> bool:
     return not jnp.issubdtype(dtype, jnp.floating)
 
 
+def current_variable() -> str:
+    """``"variable 'name'"`` for the variable whose map is being looked up, for messages."""
+    name = _CURRENT_VARIABLE.get()
+    return f"variable '{name}'" if name is not None else "a variable"
+
+
 def _describe(dist: Any) -> str:
     return type(dist).__name__
 
@@ -85,11 +128,34 @@ def _describe(dist: Any) -> str:
 def transform_for(dist: Any, *, variable_name: Optional[str] = None) -> Transform:
     """The map from N(0, 1) noise to `dist` (on one whole value of the variable).
 
+    Look-up: the registered map of the most specific class in ``type(dist).__mro__``, else
+    the first fallback rule that accepts `dist` (e.g. numerical CDF inversion for continuous
+    scalar families).
+
+    Args:
+      dist: the variable's (conditional) distribution.
+      variable_name: the variable's name, for error messages.
+
+    Returns:
+      An `AffineTransform` or `MonotoneTransform`.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> type(transform_for(tfd.Normal(0., 1.))).__name__
+      'AffineTransform'
+      >>> t = transform_for(tfd.Gamma(2., 1.))
+      >>> type(t).__name__, type(t.support_bijector).__name__
+      ('MonotoneTransform', 'Softplus')
+
     Raises:
       UnsupportedDistributionError: for a discrete family, or one with no registered map and
         no continuous scalar CDF; the message names the variable and the family and says how
         to pin it or register a map.
     """
+    if variable_name is None:
+        # A nested look-up (Independent, Sample, MarkovChain steps) names the outer variable.
+        variable_name = _CURRENT_VARIABLE.get()
     where = f"variable '{variable_name}'" if variable_name is not None else "a variable"
     if is_discrete(dist):
         raise UnsupportedDistributionError(
@@ -97,14 +163,18 @@ def transform_for(dist: Any, *, variable_name: Optional[str] = None) -> Transfor
             "cannot be mapped from continuous noise. Pin it to observed values "
             "(model.experimental_pin(name=value)), or marginalise it out of the model (e.g. "
             "with tfd.MixtureSameFamily).")
-    for cls in type(dist).__mro__:
-        fn = _REGISTRY.get(cls)
-        if fn is not None:
-            return fn(dist)
-    for rule in _FALLBACKS:
-        fn = rule(dist)
-        if fn is not None:
-            return fn(dist)
+    token = _CURRENT_VARIABLE.set(variable_name)
+    try:
+        for cls in type(dist).__mro__:
+            fn = _REGISTRY.get(cls)
+            if fn is not None:
+                return fn(dist)
+        for rule in _FALLBACKS:
+            fn = rule(dist)
+            if fn is not None:
+                return fn(dist)
+    finally:
+        _CURRENT_VARIABLE.reset(token)
     raise UnsupportedDistributionError(
         f"{where} has the distribution {_describe(dist)}, for which emf_jax knows no map from "
         "N(0, 1) noise (it has no registered transform and no scalar CDF to invert). Register "

@@ -1,0 +1,575 @@
+"""The paper's density-estimation experiments: MAF, NSF and embedded-model flows.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.density --quick                 # a few minutes: small nets, 2 seeds
+    python -m benchmarks.density --full                  # the paper's sizes (hours on a CPU)
+    python -m benchmarks.density --full --datasets brownian_motion lorenz \\
+        --methods maf gemf-t --steps 3000 --tag ts       # one part of the full run
+    python -m benchmarks.density --merge ts toys --tag full   # one table from several parts
+
+Each method is fitted by `emf_jax.fit_density` (Adam with cosine decay, minibatches of 100;
+``--validation-fraction`` holds out rows and keeps the best validation point) on a fresh
+training set per seed and scored by the mean negative log-likelihood (nats per sample) of a test set
+drawn separately (the same for every method and seed). The tables give mean ± standard error
+over seeds, and the exact NLL of the data-generating density where it is known (a lower
+bound on every method's expected test NLL).
+
+Methods (all flows share the backbone size, so "GEMF-T vs MAF" compares equal networks):
+
+- ``maf``: the backbone alone (``architecture="flow"``).
+- ``nsf``: autoregressive rational-quadratic splines, the paper's NSF setting (6 layers,
+  32 bins, conditioner (32, 32)), run in the MAF direction; the spline interval is the
+  paper's 4 to 15, set per data set from the training range.
+- ``emf-t``, ``gemf-t``, ``gemf-m``, ``gemf-b``: the embedded model of the data set with the
+  backbone (`emf_jax.build_emf_density_stateless`); its parameters train with the flow.
+
+Embedded models, following the paper: the 2-D toys use an independent per-dimension Gaussian
+mixture of 100 components ("the mixture layer"), the time series the "continuity" prior (a
+Gaussian random walk with trainable scales; ``--ts-prior smoothness`` for the second-order
+walk), the hierarchical data the global-mean-and-items model.
+
+Outputs in ``benchmarks/results/``: ``density_{tag}.md`` (tables and per-seed numbers),
+``density_{tag}.json`` (the raw records, for ``--merge``) and ``density_{tag}_2d.png`` (the
+learnt 2-D densities of the first seed).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy import special
+
+from emf_jax import datasets, templates
+from emf_jax.density import build_emf_density_stateless
+from emf_jax.training import fit_density, structure_data
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Rows per compiled log-density block: test sets and figure grids are padded to a multiple,
+# so that one compiled program serves them all.
+_EVAL_BLOCK = 2500
+_FIGURE_LIMIT = 4.5
+_FIGURE_POINTS = 150
+
+
+# ----------------------------------------------------------------------------- data sets
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A data set of the benchmark.
+
+    Attributes:
+      name: key of `emf_jax.datasets.DATASETS`.
+      label: the paper's name.
+      kind: "toy", "time_series" or "hierarchical".
+      options: generator options.
+      model: the embedded model, a hashable description for `make_template` (data sets
+        with the same model share compiled programs).
+      true_log_prob: ``flat [N, D] -> [N]`` log-density of the generator, or None.
+    """
+
+    name: str
+    label: str
+    kind: str
+    options: dict
+    model: tuple
+    true_log_prob: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+    def draw(self, key: jax.Array, num_samples: int) -> np.ndarray:
+        """``num_samples`` rows, flat ``[N, D]`` in the embedded model's variable order."""
+        values = np.asarray(datasets.load(self.name, key, num_samples, **self.options),
+                            np.float32)
+        return values.reshape(num_samples, -1)
+
+
+def _normal_log_pdf(x: np.ndarray, loc: Any, scale: Any) -> np.ndarray:
+    z = (x - loc) / scale
+    return -0.5 * z * z - np.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def _mixture_log_prob(x: np.ndarray, centres: np.ndarray, scale: float) -> np.ndarray:
+    """Equal-weight isotropic Gaussian mixture in 2-D."""
+    comps = _normal_log_pdf(x[:, None, :], centres[None], scale).sum(-1)
+    return special.logsumexp(comps, axis=1) - math.log(len(centres))
+
+
+def _eight_gaussians_log_prob(x: np.ndarray) -> np.ndarray:
+    radius, scale = 2.0 * math.sqrt(2.0), 0.5 / math.sqrt(2.0)  # the generator's defaults
+    angles = np.arange(8) * math.pi / 4
+    centres = radius * np.stack([np.cos(angles), np.sin(angles)], -1)
+    return _mixture_log_prob(x.astype(np.float64), centres, scale)
+
+
+def _checkerboard_log_prob(x: np.ndarray) -> np.ndarray:
+    # Uniform on 8 squares of area 4 (the generator's definition); -inf off the board.
+    inside = (np.abs(x) <= 4).all(-1) & ((np.floor(x[:, 0] / 2) + np.floor(x[:, 1] / 2)) % 2
+                                         == 0)
+    return np.where(inside, -math.log(32.0), -np.inf)
+
+
+def _diamond_log_prob(x: np.ndarray) -> np.ndarray:
+    width, bound, scale = 20, 2.5, 0.04  # the generator's defaults
+    grid = np.linspace(-bound, bound, width)
+    centres = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+    c = math.sqrt(0.5)
+    centres = centres @ np.array([[c, -c], [c, c]]).T
+    return _mixture_log_prob(x.astype(np.float64), centres, scale)
+
+
+def _markov_log_prob(initial_loc: float, initial_scale: float, innovation: float,
+                     step: Callable[[np.ndarray], np.ndarray], state_dim: int):
+    """Exact log-density of ``x_0 ~ N(loc, scale²)``, ``x_{t+1} ~ N(step(x_t), innovation²)``."""
+    def log_prob(flat: np.ndarray) -> np.ndarray:
+        x = flat.astype(np.float64).reshape(flat.shape[0], -1, state_dim)
+        lp = _normal_log_pdf(x[:, 0], initial_loc, initial_scale).sum(-1)
+        mean = np.asarray(step(x[:, :-1]), np.float64)
+        return lp + _normal_log_pdf(x[:, 1:], mean, innovation).sum((-1, -2))
+    return log_prob
+
+
+def _euler(drift: Callable, dt: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: x + dt * np.asarray(drift(jnp.asarray(x)), np.float64)
+
+
+def make_template(model: tuple, ts_prior: str) -> tuple[Any, Any]:
+    """``(model_fn, model_params)`` of an embedded model given by a hashable description."""
+    kind, *sizes = model
+    if kind == "mixture":
+        return templates.gaussian_mixture(*sizes)
+    if kind == "hierarchical":
+        return templates.hierarchical(*sizes)
+    if ts_prior == "continuity":
+        return templates.random_walk(*sizes)
+    return templates.smooth_walk(*sizes)
+
+
+# The paper: 100 mixture components per dimension for the 2-D toys.
+_MIXTURE = ("mixture", 2, 100)
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (
+    Dataset("eight_gaussians", "8gaussians", "toy", {}, _MIXTURE, _eight_gaussians_log_prob),
+    Dataset("checkerboard", "checkerboard", "toy", {}, _MIXTURE, _checkerboard_log_prob),
+    Dataset("two_spirals", "2spirals", "toy", {}, _MIXTURE, None),
+    Dataset("diamond", "diamond", "toy", {}, _MIXTURE, _diamond_log_prob),
+    # The generators' defaults are the paper's settings (see emf_jax.datasets).
+    Dataset("brownian_motion", "Brownian motion", "time_series", {}, ("walk", 30, 1),
+            _markov_log_prob(0.0, 0.1, 0.1, lambda x: x, 1)),
+    Dataset("ornstein_uhlenbeck", "Ornstein-Uhlenbeck", "time_series", {}, ("walk", 30, 1),
+            _markov_log_prob(0.0, 5.0, 0.5, lambda x: 0.8 * x, 1)),
+    Dataset("lorenz", "Lorenz", "time_series", {}, ("walk", 30, 3),
+            _markov_log_prob(0.0, 1.0, 0.1, _euler(datasets.lorenz_drift, 0.02), 3)),
+    Dataset("van_der_pol", "Van der Pol", "time_series", {}, ("walk", 120, 2),
+            _markov_log_prob(0.0, 1.0, 0.1, _euler(datasets.van_der_pol_drift, 0.05), 2)),
+    # group_mean="rest": with the class mean as row 0 (the paper), that row takes only 3
+    # (IRIS) or 10 (digits) values and a continuous density's likelihood is unbounded.
+    Dataset("iris", "IRIS", "hierarchical", {"group_mean": "rest", "source": "sklearn"},
+            ("hierarchical", 9, 4)),
+    Dataset("digits", "digits", "hierarchical", {"group_mean": "rest", "source": "sklearn"},
+            ("hierarchical", 19, 64)),
+)}
+
+METHODS = ("maf", "nsf", "emf-t", "gemf-t", "gemf-m", "gemf-b")
+METHOD_LABELS = {"maf": "MAF", "nsf": "NSF", "emf-t": "EMF-T", "gemf-t": "GEMF-T",
+                 "gemf-m": "GEMF-M", "gemf-b": "GEMF-B"}
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What one run uses (recorded with every result)."""
+
+    steps: int
+    seeds: int
+    train_size: int
+    test_size: int
+    batch_size: int
+    learning_rate: float
+    hidden_units: tuple[int, ...]
+    num_layers: int
+    nsf_layers: int
+    nsf_hidden_units: tuple[int, ...]
+    nsf_bins: int
+    ts_prior: str
+    validation_fraction: float
+
+
+QUICK = dict(steps=300, seeds=2, train_size=2000, test_size=2000, hidden_units=(64, 64),
+             nsf_layers=2, nsf_bins=8, methods=("maf", "nsf", "emf-t", "gemf-t"),
+             datasets=("eight_gaussians", "checkerboard", "brownian_motion",
+                       "ornstein_uhlenbeck"))
+FULL = dict(steps=10000, seeds=3, train_size=10000, test_size=10000, hidden_units=(512, 512),
+            nsf_layers=6, nsf_bins=32, methods=METHODS, datasets=tuple(DATASETS))
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+@functools.lru_cache(maxsize=None)
+def _optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    # One object per setting: fit_density's compiled chunk is cached by optimizer identity.
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+
+
+@functools.lru_cache(maxsize=None)
+def _builder(model: tuple, method: str, settings: Settings,
+             nsf_bound: float) -> tuple[Callable, Callable]:
+    """``(init_fn, build_fn)``, one per embedded model and method, so that data sets with the
+    same model reuse the compiled training and evaluation programs."""
+    model_fn, model_params = make_template(model, settings.ts_prior)
+    if method == "nsf":
+        return build_emf_density_stateless(
+            model_fn, model_params, architecture="flow", backbone="nsf",
+            num_backbone_layers=settings.nsf_layers, hidden_units=settings.nsf_hidden_units,
+            backbone_kwargs=dict(num_bins=settings.nsf_bins, bound=nsf_bound))
+    architecture = "flow" if method == "maf" else method
+    return build_emf_density_stateless(
+        model_fn, model_params, architecture=architecture, backbone="maf",
+        num_backbone_layers=settings.num_layers, hidden_units=settings.hidden_units)
+
+
+@functools.lru_cache(maxsize=None)
+def _block_log_prob(build_fn: Callable) -> Callable:
+    return jax.jit(lambda params, values: build_fn(params).log_prob(values))
+
+
+def log_prob(build_fn: Callable, params: Any, flat: np.ndarray) -> np.ndarray:
+    """Log-density of flat rows, in padded blocks of one compiled size."""
+    n = flat.shape[0]
+    padded = np.concatenate([flat, np.zeros(((-n) % _EVAL_BLOCK, flat.shape[1]), flat.dtype)])
+    fn = _block_log_prob(build_fn)
+    density = build_fn(params)
+    out = [np.asarray(fn(params, structure_data(density, padded[i:i + _EVAL_BLOCK])))
+           for i in range(0, padded.shape[0], _EVAL_BLOCK)]
+    return np.concatenate(out)[:n]
+
+
+@functools.lru_cache(maxsize=None)
+def _nsf_bound(dataset: str) -> float:
+    """The spline interval: the data's range from a probe draw (neither training nor test
+    rows), within the paper's 4 to 15."""
+    probe = DATASETS[dataset].draw(jax.random.key(2**31 - 2), 10000)
+    return float(np.clip(np.ceil(np.abs(probe).max()) + 1.0, 4.0, 15.0))
+
+
+def run_one(dataset: str, method: str, seed: int, settings: Settings,
+            test: np.ndarray) -> dict:
+    """Fits one method to one seed's training set; returns a result record."""
+    spec = DATASETS[dataset]
+    train = spec.draw(jax.random.fold_in(jax.random.key(seed), 1), settings.train_size)
+    bound = _nsf_bound(dataset) if method == "nsf" else 0.0
+    init_fn, build_fn = _builder(spec.model, method, settings, bound)
+    start = time.perf_counter()
+    result = fit_density(
+        build_fn, init_fn(jax.random.fold_in(jax.random.key(seed), 2)), train,
+        optimizer=_optimizer(settings.learning_rate, settings.steps),
+        num_steps=settings.steps, batch_size=settings.batch_size, seed=seed,
+        validation_fraction=settings.validation_fraction,
+        chunk_size=max(50, settings.steps // 20), progress_bar=False)
+    fit_seconds = time.perf_counter() - start
+    test_log_prob = log_prob(build_fn, result.params, test)
+    record = dict(dataset=dataset, method=method, seed=seed,
+                  test_nll=float(-np.mean(test_log_prob)),
+                  nonfinite_test=int(np.sum(~np.isfinite(test_log_prob))),
+                  median_test_nll=float(-np.median(test_log_prob)),
+                  worst_test_log_prob=float(np.min(test_log_prob)),
+                  best_step=int(result.best_step), skipped_steps=int(result.num_nonfinite),
+                  fit_seconds=round(fit_seconds, 1),
+                  settings=dataclasses.asdict(settings))
+    if spec.kind == "toy" and seed == 0:
+        record["grid_log_prob"] = log_prob(build_fn, result.params, _figure_grid()).tolist()
+    return record
+
+
+def _figure_grid() -> np.ndarray:
+    axis = np.linspace(-_FIGURE_LIMIT, _FIGURE_LIMIT, _FIGURE_POINTS, dtype=np.float32)
+    xx, yy = np.meshgrid(axis, axis, indexing="xy")
+    return np.stack([xx.ravel(), yy.ravel()], -1)
+
+
+def test_set(dataset: str, test_size: int) -> np.ndarray:
+    """The test rows of a data set: one fixed key, apart from every training key."""
+    return DATASETS[dataset].draw(jax.random.key(2**31 - 1), test_size)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _summary(records: Sequence[dict], field: str = "test_nll"
+             ) -> dict[tuple[str, str], tuple[float, float, int]]:
+    grouped: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        if field in r:
+            grouped.setdefault((r["dataset"], r["method"]), []).append(r[field])
+    out = {}
+    for key, values in grouped.items():
+        v = np.asarray(values, np.float64)
+        sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+        out[key] = (float(v.mean()), sem, len(v))
+    return out
+
+
+def _fmt(mean: float, sem: float) -> str:
+    if not math.isfinite(mean):
+        return f"{mean}"
+    return f"{mean:.3f} ± {sem:.3f}" if math.isfinite(sem) else f"{mean:.3f}"
+
+
+def _true_nll(dataset: str, test_size: int) -> Optional[float]:
+    fn = DATASETS[dataset].true_log_prob
+    if fn is None:
+        return None
+    return float(-np.mean(fn(test_set(dataset, test_size))))
+
+
+def _comparisons(summary: dict, datasets_: Sequence[str],
+                 medians: Optional[dict] = None) -> list[str]:
+    """The issue's claims, checked: GEMF-T < MAF on time series; mixture layer < MAF on toys."""
+    lines = []
+    for d in datasets_:
+        kind = DATASETS[d].kind
+        if ("maf" not in {m for (dd, m) in summary if dd == d}):
+            continue
+        maf_mean, maf_sem, _ = summary[(d, "maf")]
+        rivals = ["gemf-t"] if kind != "toy" else ["emf-t", "gemf-t", "gemf-m", "gemf-b"]
+        for m in rivals:
+            if (d, m) not in summary:
+                if kind != "toy" or m == "gemf-t":
+                    lines.append(f"- {DATASETS[d].label}: {METHOD_LABELS[m]} was not run.")
+                continue
+            mean, sem, n = summary[(d, m)]
+            diff = maf_mean - mean
+            noise = math.sqrt(sem**2 + maf_sem**2) if math.isfinite(sem + maf_sem) else 0.0
+            if n < 2:
+                verdict = ("better than MAF on one seed" if diff > 0
+                           else "**does not beat MAF** (one seed)")
+            elif diff > 2 * noise:
+                verdict = "beats MAF"
+            elif diff > 0:
+                verdict = "better than MAF on average, within 2 standard errors"
+            else:
+                verdict = "**does not beat MAF**"
+            line = (f"- {DATASETS[d].label}: {METHOD_LABELS[m]} {verdict} "
+                    f"(NLL {mean:.3f} vs {maf_mean:.3f}, difference {diff:+.3f} ± {noise:.3f}")
+            if medians and (d, m) in medians and (d, "maf") in medians:
+                line += (f"; median NLL {medians[(d, m)][0]:.3f} vs "
+                         f"{medians[(d, 'maf')][0]:.3f}")
+            lines.append(line + ")")
+    return lines
+
+
+def _table(summary: dict, datasets_: Sequence[str], methods: Sequence[str],
+           exact: Optional[dict]) -> list[str]:
+    header = "| data set | " + " | ".join(METHOD_LABELS[m] for m in methods) + " |"
+    lines = [header + (" exact |" if exact else ""),
+             "|" + "---|" * (len(methods) + 1 + bool(exact))]
+    for d in datasets_:
+        cells = []
+        means = [summary[(d, m)][0] for m in methods if (d, m) in summary]
+        best = min(means) if means else None
+        for m in methods:
+            if (d, m) not in summary:
+                cells.append("—")
+                continue
+            mean, sem, _ = summary[(d, m)]
+            text = _fmt(mean, sem)
+            cells.append(f"**{text}**" if mean == best else text)
+        row = f"| {DATASETS[d].label} | " + " | ".join(cells) + " |"
+        if exact:
+            row += f" {exact[d]:.3f} |" if exact.get(d) is not None else " — |"
+        lines.append(row)
+    return lines
+
+
+def write_report(records: Sequence[dict], tag: str, title: str) -> str:
+    """Writes ``density_{tag}.md`` (and the 2-D figure) and returns the markdown."""
+    summary = _summary(records)
+    datasets_ = [d for d in DATASETS if any(r["dataset"] == d for r in records)]
+    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    settings = {json.dumps(r["settings"], sort_keys=True) for r in records}
+    lines = [f"# Density estimation: {title}", "",
+             f"Written {datetime.date.today().isoformat()} by `python -m benchmarks.density` "
+             f"on {platform.machine()} CPU ({jax.devices()[0].platform}), float32. Test NLL in "
+             "nats per sample (lower is better), mean ± standard error over seeds; **bold**: "
+             "best per row. \"exact\": the NLL of the data-generating density on the same "
+             "test set (a lower bound in expectation).", ""]
+    test_sizes = {r["settings"]["test_size"] for r in records}
+    exact = {d: (_true_nll(d, max(test_sizes)) if len(test_sizes) == 1 else None)
+             for d in datasets_}
+    lines += _table(summary, datasets_, methods, exact)
+    medians = _summary(records, "median_test_nll")
+    if medians:
+        lines += ["", "Median over the test points of the NLL (mean ± standard error over "
+                  "seeds): the bulk of the density, without the tail points that can dominate "
+                  "the mean.", ""]
+        lines += _table(medians, [d for d in datasets_ if any(k[0] == d for k in medians)],
+                        methods, None)
+    lines += ["", "## The paper's claims on these runs", ""]
+    lines += _comparisons(summary, datasets_, medians) or ["- (MAF was not run.)"]
+    lines += ["", "## Settings", ""]
+    for s in sorted(settings):
+        lines.append(f"- `{s}`")
+    lines += ["", "## Per seed", "",
+              "A mean NLL far above the median comes from a few test points in the tails, "
+              "outside the training data, where a flow extrapolates badly (\"worst\": the "
+              "lowest test log-density). \"fit s\" includes compilation for the first seed.",
+              "", "| data set | method | seed | test NLL | median | worst | best step | "
+              "skipped steps | fit s |", "|---|---|---|---|---|---|---|---|---|"]
+    order = {name: i for i, name in enumerate(DATASETS)}
+    for r in sorted(records, key=lambda r: (order[r["dataset"]], METHODS.index(r["method"]),
+                                            r["seed"])):
+        lines.append(f"| {DATASETS[r['dataset']].label} | {METHOD_LABELS[r['method']]} | "
+                     f"{r['seed']} | {r['test_nll']:.3f} | "
+                     f"{r.get('median_test_nll', float('nan')):.3f} | "
+                     f"{r.get('worst_test_log_prob', float('nan')):.1f} | {r['best_step']} | "
+                     f"{r['skipped_steps']} | {r['fit_seconds']} |")
+    text = "\n".join(lines) + "\n"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"density_{tag}.md").write_text(text)
+    _plot(records, RESULTS_DIR / f"density_{tag}_2d.png")
+    return text
+
+
+def _plot(records: Sequence[dict], path: Path) -> None:
+    """Learnt 2-D densities (first seed) next to a histogram of the test data."""
+    grids = {(r["dataset"], r["method"]): np.asarray(r["grid_log_prob"])
+             for r in records if "grid_log_prob" in r}
+    if not grids:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    toys = [d for d in DATASETS if any(k[0] == d for k in grids)]
+    methods = [m for m in METHODS if any(k[1] == m for k in grids)]
+    fig, axes = plt.subplots(len(toys), len(methods) + 1,
+                             figsize=(2.2 * (len(methods) + 1), 2.2 * len(toys)),
+                             squeeze=False)
+    extent = (-_FIGURE_LIMIT, _FIGURE_LIMIT, -_FIGURE_LIMIT, _FIGURE_LIMIT)
+    for i, d in enumerate(toys):
+        data = test_set(d, 10000)
+        axes[i, 0].hist2d(data[:, 0], data[:, 1], bins=_FIGURE_POINTS,
+                          range=[extent[:2], extent[2:]], cmap="magma")
+        axes[i, 0].set_ylabel(DATASETS[d].label)
+        for j, m in enumerate(methods, start=1):
+            if (d, m) in grids:
+                density = np.exp(grids[(d, m)]).reshape(_FIGURE_POINTS, _FIGURE_POINTS)
+                axes[i, j].imshow(np.nan_to_num(density), origin="lower", extent=extent,
+                                  cmap="magma")
+    for j, title in enumerate(["data"] + [METHOD_LABELS[m] for m in methods]):
+        axes[0, j].set_title(title)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small nets, few steps, 2 seeds, "
+                      "4 data sets, 4 methods (the default)")
+    mode.add_argument("--full", action="store_true", help="the paper's sizes, 3 seeds, every "
+                      "data set")
+    mode.add_argument("--merge", nargs="+", metavar="TAG",
+                      help="combine the records of earlier runs (density_TAG.json) into one "
+                      "report called --tag")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS,
+                        help="default: maf nsf emf-t gemf-t (quick), all six (full)")
+    parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--train-size", type=int)
+    parser.add_argument("--test-size", type=int)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="peak Adam learning rate (cosine decay); the paper: 1e-4 over "
+                        "far more steps than a CPU run affords")
+    parser.add_argument("--hidden-units", type=int, nargs="+",
+                        help="MAF conditioner sizes (the paper: 512 512)")
+    parser.add_argument("--num-layers", type=int, default=2, help="MAF layers (paper: 2)")
+    parser.add_argument("--nsf-layers", type=int)
+    parser.add_argument("--nsf-bins", type=int)
+    parser.add_argument("--ts-prior", choices=("continuity", "smoothness"),
+                        default="continuity")
+    parser.add_argument("--validation-fraction", type=float, default=0.0,
+                        help="hold out this share of the training rows and keep the best "
+                        "validation point (costs one more compilation per method)")
+    parser.add_argument("--tag", help="output name: density_TAG.md / .json / _2d.png "
+                        "(default: quick or full)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+    args = _parse(argv)
+    if args.merge:
+        tag = args.tag or "merged"
+        by_run: dict[tuple, dict] = {}
+        for part in args.merge:
+            # A run repeated in a later part (same data set, method and seed) replaces the
+            # earlier record.
+            for r in json.loads((RESULTS_DIR / f"density_{part}.json").read_text()):
+                by_run[(r["dataset"], r["method"], r["seed"])] = r
+        records = list(by_run.values())
+        (RESULTS_DIR / f"density_{tag}.json").write_text(json.dumps(records))
+        print(write_report(records, tag, f"{len(records)} fits merged from earlier runs"))
+        return records
+    preset = FULL if args.full else QUICK
+    tag = args.tag or ("full" if args.full else "quick")
+    settings = Settings(
+        steps=args.steps or preset["steps"], seeds=args.seeds or preset["seeds"],
+        train_size=args.train_size or preset["train_size"],
+        test_size=args.test_size or preset["test_size"], batch_size=args.batch_size,
+        learning_rate=args.lr,
+        hidden_units=tuple(args.hidden_units or preset["hidden_units"]),
+        num_layers=args.num_layers, nsf_layers=args.nsf_layers or preset["nsf_layers"],
+        nsf_hidden_units=(32, 32), nsf_bins=args.nsf_bins or preset["nsf_bins"],
+        ts_prior=args.ts_prior, validation_fraction=args.validation_fraction)
+    names = args.datasets or list(preset["datasets"])
+    print(f"settings: {settings}")
+    records: list[dict] = []
+    json_path = RESULTS_DIR / f"density_{tag}.json"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    for d in names:
+        test = test_set(d, settings.test_size)
+        for method in args.methods or preset["methods"]:
+            for seed in range(args.first_seed, args.first_seed + settings.seeds):
+                start = time.perf_counter()
+                record = run_one(d, method, seed, settings, test)
+                records.append(record)
+                print(f"{d:20s} {method:7s} seed {seed}: test NLL {record['test_nll']:9.3f} "
+                      f"(best step {record['best_step']}, fit {record['fit_seconds']} s, "
+                      f"total {time.perf_counter() - start:.1f} s)", flush=True)
+                # Written after every fit, so an interrupted run keeps what it finished. The
+                # figure's grids stay out of the file (they would make it megabytes).
+                json_path.write_text(json.dumps(
+                    [{k: v for k, v in r.items() if k != "grid_log_prob"} for r in records]))
+    text = write_report(records, tag, f"{'full' if args.full else 'quick'} mode ({tag})")
+    print(text)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,754 @@
+"""The EMF paper's structured VI experiments: surrogates against ground truth, per target.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.vi --quick                  # minutes: 2 small targets, 2 seeds
+    python -m benchmarks.vi --full                   # every target, 5 seeds (hours on a CPU)
+    python -m benchmarks.vi --full --targets eight_schools binary_tree_linear_4 --seeds 5
+    python -m benchmarks.vi --full --methods gemf_t iaf --steps 3000
+    python -m benchmarks.vi --smoke --out-dir /tmp/x # seconds: what the CI test runs
+    python -m benchmarks.vi --full --table-only      # rewrite the table from saved results
+
+Methods (one fixed budget for all, stated in the table's header): mean field, full-rank
+Gaussian (one flat vector), ASVI and IAF (``emf_jax.baselines``; IAF has tanh conditioners,
+as the paper's baseline), EMF-T and GEMF-T (backbone IAF with relu conditioners, then the
+(gated) structured layer). NumPyro's ``AutoIAFNormal`` and ``AutoBNAFNormal`` run on
+the same log-density as outside peers when NumPyro is installed (the ``bench`` extra);
+without it they are skipped with a note.
+
+Metrics, each as mean ± standard error over seeds:
+
+- ``-ELBO``: ``-mean(log p(x, y) - log q(x))`` over ``--eval-draws`` fresh draws of ``q``
+  (lower is better; its floor is ``-log p(y)``, printed where the evidence is known).
+- ``log q(ref)``: the surrogate's mean log-density of reference posterior draws (exact
+  Gaussian draws for the linear-Gaussian targets, else the cached NUTS draws of
+  ``benchmarks/ground_truth``): ``-KL(p || q)`` up to the constant entropy of ``p``, a
+  forward-KL (mass-covering) proxy; higher is better.
+- ``k̂``: the PSIS Pareto shape of the importance weights ``p / q`` on the same draws as the
+  ELBO (``emf_jax.diagnostics.psis_khat``); < 0.5 good, > 0.7 ``q`` misses posterior mass.
+- Wall time: the first seed's fit (including compilation of the training program) and the
+  steady-state time per step (later seeds reuse the compiled program).
+
+Results are kept per target and method in ``benchmarks/results/vi_{mode}.json`` (so that a
+``--full`` run can be done in parts: each run updates the targets and methods it ran), and
+rendered to ``vi_{mode}.md`` with one plot per target, ``vi_{mode}_{target}.png`` (loss
+traces of the first seed and each surrogate's marginals against the reference draws).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+METHODS: dict[str, str] = {
+    "mean_field": "mean field",
+    "full_rank": "full-rank",
+    "asvi": "ASVI",
+    "iaf": "IAF",
+    "emf_t": "EMF-T",
+    "gemf_t": "GEMF-T",
+    "numpyro_iaf": "NumPyro AutoIAFNormal",
+    "numpyro_bnaf": "NumPyro AutoBNAFNormal",
+}
+"""Method keys and their labels, in table order."""
+
+OWN_METHODS = ("mean_field", "full_rank", "asvi", "iaf", "emf_t", "gemf_t")
+PEER_METHODS = ("numpyro_iaf", "numpyro_bnaf")
+GAUSSIAN_METHODS = ("mean_field", "full_rank", "asvi")
+
+PAPER_TARGETS = (
+    "brownian_smoothing_r", "brownian_smoothing_c", "brownian_bridge_r", "brownian_bridge_c",
+    "lorenz_smoothing_r", "lorenz_smoothing_c", "lorenz_bridge_r", "lorenz_bridge_c",
+    "van_der_pol_smoothing_r", "van_der_pol_smoothing_c", "van_der_pol_bridge_r",
+    "van_der_pol_bridge_c", "eight_schools", "binary_tree_linear_4", "binary_tree_tanh_4",
+    "binary_tree_linear_8", "binary_tree_tanh_8",
+)
+"""The paper's VI targets (``emf_jax.models`` names), cheapest families first."""
+
+# Linear-Gaussian targets: their exact posterior is Gaussian, so reference draws are exact.
+_GAUSSIAN_POSTERIORS = ("brownian_smoothing_r", "brownian_bridge_r", "brownian_bridge_r_gym",
+                        "binary_tree_linear_4", "binary_tree_linear_8")
+
+
+class Budget(NamedTuple):
+    """The fixed budget every method gets.
+
+    Attributes:
+      num_steps: Adam steps.
+      sample_size: Monte Carlo draws per step (reparameterised -ELBO gradient).
+      gaussian_lrs: peak learning rates tried for mean field, full rank and ASVI (cheap
+        per step): each target reports the one with the lower mean -ELBO over seeds.
+      flow_lr: peak learning rate of the flows (IAF, EMF-T, GEMF-T, NumPyro peers).
+      final_lr_fraction: cosine decay from the peak to this fraction of it over the run.
+      hidden_units: hidden layers of every autoregressive network (2 flow layers).
+      eval_draws: fresh surrogate draws for -ELBO and k̂.
+      reference_draws: reference posterior draws scored by log q.
+    """
+
+    num_steps: int
+    sample_size: int
+    gaussian_lrs: tuple[float, ...]
+    flow_lr: float
+    final_lr_fraction: float
+    hidden_units: tuple[int, ...]
+    eval_draws: int
+    reference_draws: int
+
+    def describe(self) -> str:
+        lrs = " or ".join(f"{lr:g}" for lr in self.gaussian_lrs)
+        return (f"{self.num_steps} Adam steps, {self.sample_size} draws/step, peak learning "
+                f"rate {lrs} (mean field, full rank, ASVI: the better per target) or "
+                f"{self.flow_lr:g} (flows) with cosine decay to {self.final_lr_fraction:g}× "
+                "of the peak; flows: 2 "
+                f"autoregressive layers, hidden {list(self.hidden_units)}; -ELBO and k̂ from "
+                f"{self.eval_draws} fresh draws, log q from {self.reference_draws} "
+                "reference draws")
+
+
+class Mode(NamedTuple):
+    budget: Budget
+    targets: tuple[str, ...]
+    num_seeds: int
+    methods: tuple[str, ...]
+
+
+MODES: dict[str, Mode] = {
+    # Seconds: the CI test. Tiny networks and few steps; numbers are not meaningful.
+    "smoke": Mode(Budget(30, 4, (5e-2,), 1e-3, 1.0, (8, 8), 200, 100),
+                  ("binary_tree_linear_4",), 1, OWN_METHODS + PEER_METHODS),
+    # Minutes: two small targets, the paper's architecture, short fits.
+    "quick": Mode(Budget(600, 16, (5e-2,), 1e-3, 0.1, (512, 512), 1000, 1000),
+                  ("eight_schools", "binary_tree_linear_4"), 2, OWN_METHODS + PEER_METHODS),
+    # The paper's settings where a CPU allows (its flows used sample size 50 and lr ~1e-4
+    # for longer runs).
+    "full": Mode(Budget(2000, 16, (1e-2, 5e-2), 1e-3, 0.1, (512, 512), 1000, 500),
+                 PAPER_TARGETS, 5, OWN_METHODS + PEER_METHODS),
+}
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+class Reference(NamedTuple):
+    """Reference posterior draws of a target.
+
+    Attributes:
+      draws: latent structure (as the pinned model samples it), leaves ``[n, *event]``.
+      source: a short description (exact Gaussian or NUTS with its diagnostics).
+      log_evidence: exact ``log p(y)`` where known, else None.
+    """
+
+    draws: Any
+    source: str
+    log_evidence: Optional[float]
+
+
+def load_reference(target: Any, num_draws: int, *, seed: int = 0) -> Optional[Reference]:
+    """Reference draws for `target`: exact for linear-Gaussian posteriors, else cached NUTS.
+
+    Args:
+      target: an ``emf_jax.models.BenchmarkTarget`` (data seed 0, as the NUTS cache).
+      num_draws: how many draws to return (at most those cached, for NUTS).
+      seed: numpy seed of the exact draws and of the NUTS subsample.
+
+    Returns:
+      A :class:`Reference`, or None when no ground truth is available.
+    """
+    from emf_jax import models
+
+    pinned = target.pinned_model
+    names = list(pinned.event_shape._fields)
+    shapes = [tuple(s) for s in pinned.event_shape]
+    struct = type(pinned.event_shape)
+    dtype = np.dtype(target.observations[models.OBSERVED_NAME].dtype)
+    if dtype.kind != "f":  # Bernoulli observations: the latents take the model's float dtype
+        dtype = np.dtype(pinned.dtype[0])
+    log_evidence = (None if target.exact_posterior is None
+                    else target.exact_posterior.log_marginal_likelihood)
+    rng = np.random.default_rng(seed)
+    if target.name in _GAUSSIAN_POSTERIORS:
+        exact = target.exact_posterior
+        mean = np.concatenate([np.reshape(exact.mean[n], -1) for n in names])
+        flat = rng.multivariate_normal(mean, exact.covariance, size=num_draws,
+                                       method="cholesky")
+        parts = models._common.split_flat(flat, names, shapes)  # noqa: SLF001
+        source = "exact Gaussian posterior"
+    else:
+        from benchmarks import ground_truth
+
+        try:
+            truth = ground_truth.load_ground_truth(target.name)
+        except FileNotFoundError:
+            return None
+        total = truth.draws[names[0]].shape[0]
+        keep = np.sort(rng.choice(total, size=min(num_draws, total), replace=False))
+        parts = {n: truth.draws[n][keep] for n in names}
+        info = truth.info
+        source = (f"NUTS, {info['num_draws_total']} draws, max R-hat {info['max_rhat']:.3f}, "
+                  f"min ESS {info['min_ess']:.0f}")
+    draws = struct(*[np.asarray(parts[n], dtype) for n in names])
+    return Reference(draws=draws, source=source, log_evidence=log_evidence)
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+@dataclasses.dataclass
+class MethodRun:
+    """What one method needs: ``fit(seed, learning_rate) -> (params, losses, num_nonfinite)``
+    and ``evaluate(params, seed, reference_draws) -> dict`` (both compile once and are reused
+    across seeds and learning rates)."""
+
+    fit: Callable[[int, float], tuple[Any, np.ndarray, int]]
+    evaluate: Callable[[Any, int, Any], dict[str, Any]]
+
+
+def learning_rates(budget: Budget, method: str) -> tuple[float, ...]:
+    """The peak learning rates `method` is run with."""
+    return tuple(budget.gaussian_lrs) if method in GAUSSIAN_METHODS else (budget.flow_lr,)
+
+
+def make_optimizer(budget: Budget, method: str) -> Any:
+    """Adam with cosine decay from the method's (first) peak learning rate.
+
+    The peak is an injected hyperparameter (``state[0].hyperparams["learning_rate"]``), so
+    that :func:`with_learning_rate` can change it without recompiling a fit.
+    """
+    import optax
+
+    decay = optax.cosine_decay_schedule(1.0, budget.num_steps, alpha=budget.final_lr_fraction)
+    return optax.chain(
+        optax.inject_hyperparams(optax.adam)(learning_rate=learning_rates(budget, method)[0]),
+        optax.scale_by_schedule(decay))
+
+
+def with_learning_rate(opt_state: Any, learning_rate: float) -> Any:
+    """The state of :func:`make_optimizer`'s optimiser with another peak learning rate."""
+    import jax.numpy as jnp
+
+    inject = opt_state[0]
+    old = inject.hyperparams["learning_rate"]
+    hyper = dict(inject.hyperparams, learning_rate=jnp.asarray(learning_rate, old.dtype))
+    return (inject._replace(hyperparams=hyper),) + tuple(opt_state[1:])
+
+
+def _builders(pinned: Any, budget: Budget) -> dict[str, Callable[[], tuple[Any, Any]]]:
+    from emf_jax import baselines
+    from emf_jax.surrogates import build_emf_surrogate_posterior_stateless as build_emf
+
+    hidden = tuple(budget.hidden_units)
+    return {
+        "mean_field": lambda: baselines.build_mean_field_surrogate_stateless(pinned),
+        "full_rank": lambda: baselines.build_full_rank_surrogate_stateless(pinned),
+        "asvi": lambda: baselines.build_asvi_surrogate_stateless(pinned),
+        "iaf": lambda: baselines.build_iaf_surrogate_stateless(pinned, hidden_units=hidden),
+        "emf_t": lambda: build_emf(pinned, architecture="emf-t", hidden_units=hidden),
+        "gemf_t": lambda: build_emf(pinned, architecture="gemf-t", hidden_units=hidden),
+    }
+
+
+def _tfp_method(target: Any, method: str, budget: Budget) -> MethodRun:
+    """A surrogate built by emf_jax (or its baselines), fitted with ``emf_jax.fit_vi``."""
+    import jax
+    import jax.numpy as jnp
+
+    from emf_jax.diagnostics import psis_khat
+    from emf_jax.training import fit_vi
+
+    pinned = target.pinned_model
+    log_prob = pinned.unnormalized_log_prob
+    init_fn, build_fn = _builders(pinned, budget)[method]()
+    optimizer = make_optimizer(budget, method)
+    chunk = min(budget.num_steps, 500)
+
+    def fit(seed: int, learning_rate: float) -> tuple[Any, np.ndarray, int]:
+        params = init_fn(jax.random.PRNGKey(seed))
+        opt_state = with_learning_rate(optimizer.init(params), learning_rate)
+        result = fit_vi(log_prob, build_fn, params, optimizer=optimizer, opt_state=opt_state,
+                        num_steps=budget.num_steps, sample_size=budget.sample_size,
+                        seed=seed, chunk_size=chunk, progress_bar=False)
+        jax.block_until_ready(result.params)
+        return result.params, np.asarray(result.losses), result.num_nonfinite
+
+    @jax.jit
+    def _evaluate(params: Any, key: jax.Array, reference: Any) -> dict[str, jax.Array]:
+        q = build_fn(params)
+        x, log_q = q.experimental_sample_and_log_prob(budget.eval_draws, seed=key)
+        log_w = log_prob(x) - log_q
+        out = {"log_w": log_w, "khat": psis_khat(log_w), "draws": x}
+        if reference is not None:
+            out["log_q_ref"] = jnp.mean(q.log_prob(reference))
+        return out
+
+    def evaluate(params: Any, seed: int, reference: Any) -> dict[str, Any]:
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 7919)
+        return _evaluate(params, key, reference)
+
+    return MethodRun(fit=fit, evaluate=evaluate)
+
+
+def make_method(target: Any, method: str, budget: Budget) -> MethodRun:
+    """Builds the fit and evaluation functions of `method` on `target`."""
+    if method in PEER_METHODS:
+        from benchmarks import _numpyro_peers
+
+        return _numpyro_peers.make_peer(target, method, budget)
+    return _tfp_method(target, method, budget)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _sem(values: Sequence[float]) -> float:
+    values = np.asarray(values, np.float64)
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
+
+
+def _run_seeds(run: MethodRun, method: str, learning_rate: float, seeds: Sequence[int],
+               ref_draws: Any, log: Callable[[str], None]) -> tuple[dict[str, list], dict]:
+    """Fits and evaluates one method at one learning rate for every seed."""
+    per_seed: dict[str, list] = {k: [] for k in (
+        "neg_elbo", "neg_elbo_se", "log_q_ref", "khat", "fit_seconds", "eval_seconds",
+        "num_nonfinite", "final_loss")}
+    extras: dict[str, Any] = {}
+    for index, seed in enumerate(seeds):
+        tic = time.perf_counter()
+        params, losses, nonfinite = run.fit(seed, learning_rate)
+        fit_seconds = time.perf_counter() - tic
+        tic = time.perf_counter()
+        out = run.evaluate(params, seed, ref_draws)
+        log_w = np.asarray(out["log_w"], np.float64)
+        eval_seconds = time.perf_counter() - tic
+        finite = np.isfinite(log_w)
+        # A draw with log p = -inf (or log q = +inf) makes the ELBO -inf: kept as such.
+        neg_elbo = float(-np.mean(log_w)) if finite.all() else float("inf")
+        per_seed["neg_elbo"].append(neg_elbo)
+        per_seed["neg_elbo_se"].append(float(np.std(log_w) / math.sqrt(log_w.size))
+                                       if finite.all() else float("nan"))
+        per_seed["log_q_ref"].append(float(out["log_q_ref"]) if "log_q_ref" in out
+                                     else None)
+        per_seed["khat"].append(float(out["khat"]))
+        per_seed["fit_seconds"].append(fit_seconds)
+        per_seed["eval_seconds"].append(eval_seconds)
+        per_seed["num_nonfinite"].append(int(nonfinite))
+        tail = losses[-max(1, len(losses) // 20):]
+        per_seed["final_loss"].append(float(np.mean(tail[np.isfinite(tail)]))
+                                      if np.isfinite(tail).any() else float("nan"))
+        if index == 0:
+            extras = {"losses": losses, "draws": out["draws"]}
+        lq = per_seed["log_q_ref"][-1]
+        log(f"  {METHODS[method]:<24} lr {learning_rate:<6g} seed {seed}: -ELBO "
+            f"{neg_elbo:10.3f}  log q(ref) {'—' if lq is None else f'{lq:10.3f}'}  k̂ "
+            f"{per_seed['khat'][-1]:6.2f}  fit {fit_seconds:6.1f}s  eval {eval_seconds:5.1f}s"
+            + (f"  ({nonfinite} non-finite steps skipped)" if nonfinite else ""))
+    return per_seed, extras
+
+
+def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
+               reference: Optional[Reference], *, log: Callable[[str], None] = print
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fits `method` on `target` once per seed (and learning rate) and evaluates every fit.
+
+    With several learning rates (the Gaussian baselines), all are run and the one with the
+    lowest mean -ELBO over seeds is reported; the others' mean -ELBO is kept in the record.
+
+    Returns:
+      ``(record, extras)``: the JSON-able per-seed metrics, and the first seed's loss trace
+      and surrogate draws (for plots).
+    """
+    run = make_method(target, method, budget)
+    ref_draws = None if reference is None else reference.draws
+    runs = {}
+    all_fit_seconds = []
+    for lr in learning_rates(budget, method):
+        runs[lr] = _run_seeds(run, method, lr, seeds, ref_draws, log)
+        all_fit_seconds += runs[lr][0]["fit_seconds"]
+
+    def score(lr: float) -> float:
+        value = float(np.mean(runs[lr][0]["neg_elbo"]))
+        return value if np.isfinite(value) else float("inf")
+
+    best = min(runs, key=score)
+    per_seed, extras = runs[best]
+    # The first fit compiled the training program; every later fit reuses it.
+    steady = all_fit_seconds[1:]
+    record = {
+        "status": "ok",
+        "seeds": list(seeds),
+        "learning_rate": best,
+        "other_learning_rates": {f"{lr:g}": score(lr) for lr in runs if lr != best},
+        "per_seed": per_seed,
+        "first_fit_seconds": all_fit_seconds[0],
+        "steady_ms_per_step": (1e3 * float(np.median(steady)) / budget.num_steps
+                               if steady else None),
+        "budget": budget._asdict(),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    return record, extras
+
+
+def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequence[int], *,
+               log: Callable[[str], None] = print, plot_path: Optional[Path] = None,
+               save: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+    """Runs every method on one target; returns the target's JSON record.
+
+    `save(record)`, if given, is called after each method with the record so far (so that
+    an interrupted run keeps the methods it finished).
+    """
+    from emf_jax import models
+
+    target = models.get_target(name)
+    reference = load_reference(target, budget.reference_draws)
+    record: dict[str, Any] = {
+        "description": target.description,
+        "reference": None if reference is None else reference.source,
+        "log_evidence": None if reference is None else reference.log_evidence,
+        "num_latents": int(sum(int(np.prod(s, dtype=int))
+                               for s in target.pinned_model.event_shape)),
+        "methods": {},
+    }
+    if reference is None:
+        record["log_evidence"] = (None if target.exact_posterior is None
+                                  else target.exact_posterior.log_marginal_likelihood)
+    missing = ("none (no cached ground truth; make it with `python -m benchmarks.ground_truth "
+               f"--targets {name}`)")
+    log(f"{name}: {target.description}\n  reference: {record['reference'] or missing}")
+    extras: dict[str, Any] = {}
+    for method in methods:
+        if method in PEER_METHODS:
+            from benchmarks import _numpyro_peers
+
+            if not _numpyro_peers.available():
+                record["methods"][method] = {"status": "not run (numpyro not installed)"}
+                continue
+        try:
+            record["methods"][method], extras[method] = run_method(
+                target, method, budget, seeds, reference, log=log)
+        except Exception as err:  # noqa: BLE001 - a failing method must not stop the others
+            message = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            log(f"  {METHODS[method]}: FAILED ({message})")
+            record["methods"][method] = {"status": f"failed ({message})"}
+        if save is not None:
+            save(record)
+    if plot_path is not None and extras:
+        plot_target(plot_path, name, record, extras, reference)
+    return record
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _stat(values: Sequence[Optional[float]]) -> Optional[tuple[float, float]]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return float(np.mean(vals)), _sem(vals)
+
+
+def _fmt(stat: Optional[tuple[float, float]], digits: int = 3, bold: bool = False) -> str:
+    if stat is None:
+        return "—"
+    mean, sem = stat
+    if not np.isfinite(mean):
+        text = f"{mean}"
+    elif np.isnan(sem):
+        text = f"{mean:.{digits}f}"
+    else:
+        text = f"{mean:.{digits}f} ± {sem:.{digits}f}"
+    return f"**{text}**" if bold else text
+
+
+def _method_stats(entry: dict[str, Any]) -> dict[str, Any]:
+    per = entry["per_seed"]
+    return {
+        "neg_elbo": _stat(per["neg_elbo"]),
+        "log_q_ref": _stat(per["log_q_ref"]),
+        "khat": _stat(per["khat"]),
+    }
+
+
+def _best(stats: dict[str, dict[str, Any]], key: str, lower: bool) -> Optional[str]:
+    cands = {m: s[key][0] for m, s in stats.items()
+             if s[key] is not None and np.isfinite(s[key][0])}
+    if not cands:
+        return None
+    return (min if lower else max)(cands, key=cands.get)
+
+
+def target_table(name: str, record: dict[str, Any]) -> str:
+    """The markdown section of one target."""
+    stats = {m: _method_stats(e) for m, e in record["methods"].items() if e["status"] == "ok"}
+    best = {k: _best(stats, k, lower) for k, lower in
+            (("neg_elbo", True), ("log_q_ref", False), ("khat", True))}
+    log_ev = record.get("log_evidence")
+    lines = [f"### {name}", "", record["description"], "",
+             f"Latent dimension {record['num_latents']}; reference draws: "
+             f"{record['reference'] or 'none cached (log q not measured)'}"
+             + ("" if log_ev is None else f"; exact -log p(y) = {-log_ev:.4f} "
+                "(the floor of -ELBO)") + ".", ""]
+    gap_col = log_ev is not None
+    header = ["method", "-ELBO ↓"] + (["gap ↓"] if gap_col else []) + [
+        "log q(ref) ↑", "k̂ ↓", "fit s, 1st seed (incl. compile)", "ms/step (steady)", "seeds"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, label in METHODS.items():
+        entry = record["methods"].get(method)
+        if entry is None:
+            continue
+        if entry["status"] != "ok":
+            lines.append(f"| {label} | {entry['status']} |" + " |" * (len(header) - 2))
+            continue
+        s = stats[method]
+        if entry.get("other_learning_rates"):
+            label = f"{label} (lr {entry['learning_rate']:g})"
+        row = [label, _fmt(s["neg_elbo"], bold=best["neg_elbo"] == method)]
+        if gap_col:
+            gap = None if s["neg_elbo"] is None else (s["neg_elbo"][0] + log_ev,
+                                                      s["neg_elbo"][1])
+            row.append(_fmt(gap))
+        nonfinite = sum(entry["per_seed"]["num_nonfinite"])
+        steady = entry["steady_ms_per_step"]
+        row += [_fmt(s["log_q_ref"], bold=best["log_q_ref"] == method),
+                _fmt(s["khat"], digits=2, bold=best["khat"] == method),
+                f"{entry['first_fit_seconds']:.1f}",
+                "—" if steady is None else f"{steady:.1f}",
+                f"{len(entry['seeds'])}" + (f" ({nonfinite} steps skipped)" if nonfinite else "")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """One row per target: the best method per metric, and GEMF-T's value and rank."""
+    lines = ["| target | best -ELBO | GEMF-T -ELBO (rank) | best log q(ref) | "
+             "GEMF-T log q(ref) (rank) | best k̂ | GEMF-T k̂ (rank) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, record in results["targets"].items():
+        stats = {m: _method_stats(e) for m, e in record["methods"].items()
+                 if e["status"] == "ok"}
+        cells = [name]
+        for key, lower, digits in (("neg_elbo", True, 3), ("log_q_ref", False, 3),
+                                   ("khat", True, 2)):
+            ranked = sorted(((s[key][0], m) for m, s in stats.items()
+                             if s[key] is not None and np.isfinite(s[key][0])),
+                            reverse=not lower)
+            if not ranked:
+                cells += ["—", "—"]
+                continue
+            value, method = ranked[0]
+            cells.append(f"{METHODS[method]} ({value:.{digits}f})")
+            order = [m for _, m in ranked]
+            if "gemf_t" in order:
+                g = stats["gemf_t"][key][0]
+                cells.append(f"{g:.{digits}f} ({order.index('gemf_t') + 1}/{len(order)})")
+            else:
+                cells.append("—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, Any], mode: str, out_dir: Path) -> Path:
+    """Writes ``vi_{mode}.md`` from the accumulated results; returns its path."""
+    budgets = {json.dumps(e["budget"], sort_keys=True)
+               for r in results["targets"].values() for e in r["methods"].values()
+               if e.get("status") == "ok"}
+    budget_lines = [Budget(**{k: (tuple(v) if isinstance(v, list) else v)
+                              for k, v in json.loads(b).items()}).describe()
+                    for b in sorted(budgets)]
+    text = "\n".join([
+        f"# VI benchmark ({mode}): python -m benchmarks.vi --{mode}",
+        "",
+        "CPU, float32. Budget: " + " | ".join(budget_lines) + ".",
+        "Values are mean ± standard error over seeds (seed = initialisation and training "
+        "randomness; the data are fixed). -ELBO: lower is better (floor -log p(y)); gap: "
+        "-ELBO + log p(y) where the evidence is exact; log q(ref): mean surrogate "
+        "log-density of reference posterior draws (forward-KL proxy, higher is better); k̂: "
+        "PSIS Pareto shape of p/q (< 0.5 good, > 0.7 the surrogate misses posterior mass). "
+        "Best mean per column in bold. The first fit includes compiling the training "
+        "program; later seeds reuse it (ms/step).",
+        "",
+        "## Summary (rank among the methods that ran)",
+        "",
+        summary_table(results),
+        "## Per target",
+        "",
+        *[target_table(n, r) for n, r in results["targets"].items()],
+    ])
+    path = out_dir / f"vi_{mode}.md"
+    path.write_text(text)
+    return path
+
+
+def plot_target(path: Path, name: str, record: dict[str, Any], extras: dict[str, Any],
+                reference: Optional[Reference]) -> None:
+    """Loss traces (first seed) and each method's marginals against the reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from emf_jax.diagnostics import plot_elbo_trace, plot_marginals
+
+    methods = [m for m in METHODS if m in extras]
+    ncols = 3
+    nrows = 1 + math.ceil(len(methods) / ncols)
+    fig = plt.figure(figsize=(5.0 * ncols, 3.2 * nrows))
+    grid = fig.add_gridspec(nrows, ncols)
+    ax = fig.add_subplot(grid[0, :])
+    plot_elbo_trace({METHODS[m]: extras[m]["losses"] for m in methods}, ax=ax, skip=0.1,
+                    log_evidence=record.get("log_evidence"),
+                    title=f"{name}: -ELBO per step (first seed; first 10% of steps not shown)")
+    finite = np.concatenate([np.asarray(extras[m]["losses"], float)[
+        len(extras[m]["losses"]) // 10:] for m in methods])
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        lo, hi = np.quantile(finite, [0.0, 0.98])
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+    ref = None if reference is None else reference.draws
+    for i, method in enumerate(methods):
+        axm = fig.add_subplot(grid[1 + i // ncols, i % ncols])
+        stats = _method_stats(record["methods"][method])
+        plot_marginals(extras[method]["draws"], reference=ref, ax=axm, label=METHODS[method],
+                       reference_label="reference",
+                       title=f"{METHODS[method]}: -ELBO {_fmt(stats['neg_elbo'], 2)}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _update_results(path: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Applies `update` to the saved results under an exclusive lock (runs in parts may run
+    at the same time) and returns them."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    # The lock file lives in the temp directory, not beside the results.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"benchmarks_vi_{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.exists() else {"targets": {}}
+        update(results)
+        order = {n: i for i, n in enumerate(PAPER_TARGETS)}
+        results["targets"] = dict(sorted(results["targets"].items(),
+                                         key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+        path.write_text(json.dumps(results, indent=1, allow_nan=True))
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return results
+
+
+def _merge_target(name: str, record: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """An update that adds `record`'s methods to target `name`, keeping its other methods."""
+    def update(results: dict[str, Any]) -> None:
+        old = results["targets"].get(name, {"methods": {}})
+        merged = dict(old["methods"])
+        merged.update(record["methods"])
+        results["targets"][name] = dict(record, methods=merged)
+
+    return update
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """The command line (see the module docstring); returns the accumulated results."""
+    from emf_jax import models
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.vi",
+                                     description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    for name, help_text in (("smoke", "seconds: one tiny target and budget (CI)"),
+                            ("quick", "minutes: two small targets, 2 seeds"),
+                            ("full", "the paper's targets, 5 seeds (run in parts with "
+                                     "--targets / --methods)")):
+        mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name,
+                          help=help_text)
+    parser.add_argument("--targets", nargs="+", help="target names (default: the mode's)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS),
+                        help="methods (default: all)")
+    parser.add_argument("--seeds", type=int, help="number of seeds 0..n-1")
+    parser.add_argument("--steps", type=int, help="optimisation steps")
+    parser.add_argument("--sample-size", type=int, help="Monte Carlo draws per step")
+    parser.add_argument("--hidden", type=int, nargs="+", help="hidden units of the flows")
+    parser.add_argument("--eval-draws", type=int, help="draws for -ELBO and k-hat (>= 150)")
+    parser.add_argument("--reference-draws", type=int, help="reference draws scored by log q")
+    parser.add_argument("--mark-not-run", nargs=2, metavar=("METHOD", "REASON"),
+                        action="append", default=[],
+                        help="record METHOD as 'not run (REASON)' on the selected targets "
+                             "(kept only where no result exists)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only rewrite the markdown from the saved results")
+    args = parser.parse_args(argv)
+
+    spec = MODES[args.mode]
+    overrides = {k: v for k, v in (
+        ("num_steps", args.steps), ("sample_size", args.sample_size),
+        ("hidden_units", None if args.hidden is None else tuple(args.hidden)),
+        ("eval_draws", args.eval_draws), ("reference_draws", args.reference_draws))
+        if v is not None}
+    budget = spec.budget._replace(**overrides)
+    if budget.eval_draws < 150 and args.mode != "smoke":
+        parser.error("--eval-draws must be >= 150 (the paper's -ELBO estimate)")
+    for key in ("num_steps", "sample_size", "eval_draws", "reference_draws"):
+        if getattr(budget, key) < 1:
+            parser.error(f"{key} must be positive, got {getattr(budget, key)}")
+    if budget.eval_draws < 25:
+        parser.error("--eval-draws must be >= 25 (k-hat needs a tail of 5)")
+    targets = tuple(args.targets or spec.targets)
+    unknown = [t for t in targets if t not in models.TARGET_NAMES]
+    if unknown:
+        parser.error(f"unknown targets {unknown}; choose from {models.TARGET_NAMES}")
+    methods = tuple(args.methods or spec.methods)
+    num_seeds = spec.num_seeds if args.seeds is None else args.seeds
+    if num_seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {num_seeds}")
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"vi_{args.mode}.json"
+    results = _update_results(json_path, lambda r: None)
+    if not args.table_only:
+        if any(m in PEER_METHODS for m in methods):
+            from benchmarks import _numpyro_peers
+
+            if not _numpyro_peers.available():
+                print("note: numpyro is not installed (pip install -e '.[bench]'): the NumPyro "
+                      "peers are skipped.")
+        print(f"budget: {budget.describe()}; seeds 0..{num_seeds - 1}", flush=True)
+        for name in targets:
+            record = run_target(
+                name, methods, budget, list(range(num_seeds)),
+                log=lambda line: print(line, flush=True),
+                plot_path=None if args.no_plots else out_dir / f"vi_{args.mode}_{name}.png",
+                save=lambda rec, name=name: _update_results(json_path, _merge_target(name, rec)))
+            results = _update_results(json_path, _merge_target(name, record))
+    for method, _ in args.mark_not_run:
+        if method not in METHODS:
+            parser.error(f"--mark-not-run: unknown method {method!r}")
+
+    def mark(results: dict[str, Any]) -> None:
+        for method, reason in args.mark_not_run:
+            for name in targets:
+                entry = results["targets"].get(name)
+                if entry is not None and entry["methods"].get(method, {}).get("status") != "ok":
+                    entry["methods"][method] = {"status": f"not run ({reason})"}
+
+    results = _update_results(json_path, mark)
+    report = write_report(results, args.mode, out_dir)
+    print(f"\nwritten: {report}")
+    print(report.read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

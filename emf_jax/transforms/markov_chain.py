@@ -1,0 +1,286 @@
+"""`tfd.MarkovChain`: a whole time series as one variable, mapped step by step by `lax.scan`.
+
+A chain's value has shape ``lead + [T] + step_event`` (``lead``: the chain's batch shape, or
+the sample dimensions of a `tfd.Sample` / `tfd.Independent` around it). Step 0 is mapped by
+the map of the chain's ``initial_state_prior``, step ``k ≥ 1`` by the map of
+``transition_fn(k − 1, x_{k−1})``; both come from the registry (`transform_for`), so any
+family with a registered map can be a chain's step family::
+
+    forward:   x_0 = B_0(g_0(e_0)),   x_k = B_k(g_k(e_k; x_{k−1}))        (a lax.scan over k)
+    inverse:   e_k = g_k⁻¹(B_k⁻¹(x_k); x_{k−1})                          (every k at once)
+    log|det J| = Σ_k log|det ∂g_k/∂e_k| + log|det ∂B_k/∂u_k|
+
+where ``g_k(e) = λ_k·f_k(e) + (1 − λ_k)·e`` is the gated step map (`emf_jax.gates`) and
+``B_k`` the step's support bijector. The step body is traced once whatever ``T`` is, so a
+chain compiles in a time that does not grow with its length, unlike the same process
+written as a Python loop of ``T`` variables.
+
+Gates: one gate parameter ``w`` for the whole chain (a scalar: every step shares λ, the
+default, consistent with one λ per latent variable), or one per step (shape ``[T]``).
+
+The inverse needs no scan when the values are given (every step's conditional depends on
+known values only), so it is vectorised over the steps: density evaluation of long chains
+is parallel.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from tensorflow_probability.substrates import jax as tfp
+
+# `emf_jax.gates` imports `emf_jax.transforms.base`, whose package imports this module: the
+# module object is bound now and its functions are looked up at call time.
+from emf_jax import gates as _gates
+from emf_jax.transforms.base import (Transform, support_forward, support_forward_log_det,
+                                     support_inverse, support_inverse_log_det)
+from emf_jax.transforms.registry import (UnsupportedDistributionError, current_variable,
+                                         register_transform, transform_for)
+
+tfd = tfp.distributions
+Array = jax.Array
+
+__all__ = ["ChainTransform", "apply_forward", "apply_inverse", "markov_chain_transform"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ChainTransform:
+    """The map of a `tfd.MarkovChain` (see the module docstring for the formulas).
+
+    Attributes:
+      initial: the map of step 0 (the initial state prior's).
+      transition_fn: the chain's ``transition_fn(previous_step, previous_state)``.
+      num_steps: ``T`` (static).
+      step_event_shape: the event shape of one step.
+    """
+
+    initial: Transform
+    transition_fn: Callable[[Any, Array], Any]
+    num_steps: int
+    step_event_shape: tuple[int, ...]
+
+    @property
+    def support_bijector(self) -> Any:
+        """The support bijector of step 0, or None for the real line (used for its name)."""
+        return self.initial.support_bijector
+
+    def step_transform(self, previous_step: Array, previous_state: Array) -> Transform:
+        """The map of the step after `previous_step`, given the state at that step."""
+        return transform_for(self.transition_fn(previous_step, previous_state))
+
+    def unconstrained_shape(self, value_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The noise shape of a value of shape ``lead + [T] + step_event``."""
+        axis = len(value_shape) - 1 - len(self.step_event_shape)
+        step_shape = tuple(value_shape[:axis]) + tuple(value_shape[axis + 1:])
+        support = self.initial.support_bijector
+        if support is not None:
+            step_shape = tuple(support.inverse_event_shape(step_shape))
+        return step_shape[:axis] + (self.num_steps,) + step_shape[axis:]
+
+
+def markov_chain_transform(dist: Any) -> ChainTransform:
+    """MarkovChain(initial_state_prior, transition_fn, num_steps): the per-step maps, scanned.
+
+    Args:
+      dist: a `tfd.MarkovChain` whose state is one array.
+
+    Returns:
+      A `ChainTransform` (apply it with `apply_forward` / `apply_inverse`).
+
+    Raises:
+      UnsupportedDistributionError: for a chain whose state is a structure (a joint
+        distribution) rather than one array, or a step family without a map.
+      ValueError: when ``num_steps`` is not static.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> chain = tfd.MarkovChain(tfd.MultivariateNormalDiag([0., 0.], [1., 1.]),
+      ...                         lambda _, x: tfd.MultivariateNormalDiag(x, [.1, .1]), 10)
+      >>> t = markov_chain_transform(chain)
+      >>> t.num_steps, t.step_event_shape, t.unconstrained_shape((10, 2))
+      (10, (2,), (10, 2))
+    """
+    prior = dist.initial_state_prior
+    if isinstance(prior.dtype, (dict, list, tuple)):
+        raise UnsupportedDistributionError(
+            f"{current_variable()} is a MarkovChain whose states are structures (a joint "
+            "initial_state_prior), which is not supported: use one array-valued state (stack "
+            "the parts on the last axis).")
+    event_shape = dist.event_shape
+    if event_shape.rank is None or event_shape[0] is None:
+        raise ValueError(f"{current_variable()} is a MarkovChain without a static num_steps "
+                         f"(a Python int), which its map needs; got {dist.num_steps!r}")
+    dims = tuple(int(d) for d in event_shape)
+    return ChainTransform(initial=transform_for(prior), transition_fn=dist.transition_fn,
+                          num_steps=dims[0], step_event_shape=dims[1:])
+
+
+# -- applying a (gated) map to one variable --------------------------------------------------
+
+
+def _zero(like: Array) -> Array:
+    return jnp.zeros((), like.dtype)
+
+
+def _step_forward(t: Transform, inputs: Array, w: Optional[Array], apply_map: bool,
+                  apply_support: bool) -> tuple[Array, Array, Array]:
+    if apply_map:
+        u, log_det = _gates.gated_forward(t, inputs, w)
+    else:
+        u, log_det = inputs, _zero(inputs)
+    x = support_forward(t, u)
+    if apply_support and t.support_bijector is not None:
+        log_det = log_det + support_forward_log_det(t, u)
+    return (x if apply_support else u), x, log_det
+
+
+def _step_inverse(t: Transform, inputs: Array, w: Optional[Array], apply_map: bool,
+                  apply_support: bool) -> tuple[Array, Array, Array]:
+    if apply_support:
+        x = inputs
+        u = support_inverse(t, x)
+        log_det = (_zero(x) if t.support_bijector is None else support_inverse_log_det(t, x))
+    else:
+        u = inputs
+        x = support_forward(t, u)
+        log_det = _zero(u)
+    e = u
+    if apply_map:
+        e, map_log_det = _gates.gated_inverse(t, u, w)
+        log_det = log_det + map_log_det
+    return e, x, log_det
+
+
+def apply_forward(t: Any, inputs: Array, w: Optional[Array] = None, *, apply_map: bool = True,
+                  apply_support: bool = True) -> tuple[Array, Array, Array]:
+    """One variable's (gated) map: noise ``e`` → ``u`` → value ``x``, and its log-det.
+
+    Args:
+      t: the variable's map (`transform_for(dist)`): an affine, monotone or chain map.
+      inputs: ``e`` (noise of the unconstrained shape) when `apply_map`, else ``u``.
+      w: the gate parameter (scalar; for a chain also ``[T]``: one per step), or None for
+        the ungated map.
+      apply_map: apply the gated map ``e → u``.
+      apply_support: apply the support bijector ``u → x``.
+
+    Returns:
+      ``(output, x, log_det)``: the output (``x`` with `apply_support`, else ``u``), the
+      value ``x`` in the support (what the model's later variables condition on) and
+      log|det| of the parts applied, summed over the whole value.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> import jax.numpy as jnp
+      >>> tfd = tfp.distributions
+      >>> chain = tfd.MarkovChain(tfd.Normal(0., 1.), lambda _, x: tfd.Normal(x, 0.5), 4)
+      >>> out, x, log_det = apply_forward(transform_for(chain), jnp.ones(4))
+      >>> [float(v) for v in out], round(float(log_det), 4)  # 3 log 0.5
+      ([1.0, 1.5, 2.0, 2.5], -2.0794)
+    """
+    if isinstance(t, ChainTransform):
+        return _chain_scan(t, inputs, w, _step_forward, apply_map, apply_support)
+    return _step_forward(t, inputs, w, apply_map, apply_support)
+
+
+def apply_inverse(t: Any, inputs: Array, w: Optional[Array] = None, *, apply_map: bool = True,
+                  apply_support: bool = True) -> tuple[Array, Array, Array]:
+    """The inverse of `apply_forward`: ``(noise or u, x, log|det|)`` from ``x`` (or ``u``).
+
+    Args: as `apply_forward`; `inputs` is ``x`` with `apply_support`, else ``u``.
+
+    Returns:
+      ``(output, x, log_det)``: ``e`` with `apply_map` (else ``u``), the value ``x`` and
+      the log|det| of the inverse of the parts applied.
+    """
+    if isinstance(t, ChainTransform):
+        if apply_support:
+            return _chain_inverse_parallel(t, inputs, w, apply_map)
+        return _chain_scan(t, inputs, w, _step_inverse, apply_map, apply_support)
+    return _step_inverse(t, inputs, w, apply_map, apply_support)
+
+
+# -- chains ------------------------------------------------------------------------------------
+
+
+def _time_axis(t: ChainTransform, value: Array) -> int:
+    axis = value.ndim - 1 - len(t.step_event_shape)
+    if axis < 0 or value.shape[axis] != t.num_steps:
+        raise ValueError(f"a MarkovChain of {t.num_steps} steps with step event shape "
+                         f"{t.step_event_shape} got a value of shape {value.shape}")
+    return axis
+
+
+def _split_gates(t: ChainTransform, w: Optional[Array]) -> tuple[Any, Any, bool]:
+    """(gate of step 0, gates of steps 1.., whether the gates are per step)."""
+    if w is None:
+        return None, None, False
+    w = jnp.asarray(w)
+    if w.shape == ():
+        return w, w, False
+    if w.shape == (t.num_steps,):
+        return w[0], w[1:], True
+    raise ValueError(f"the gate of a MarkovChain of {t.num_steps} steps must be a scalar or "
+                     f"have shape ({t.num_steps},), got shape {w.shape}")
+
+
+def _support_is_identity(t: ChainTransform, state: Array) -> bool:
+    """Whether every step's support is the real line (a static fact, probed at trace time)."""
+    if t.initial.support_bijector is not None:
+        return False
+    return (t.num_steps == 1 or t.step_transform(jnp.zeros((), jnp.int32), state)
+            .support_bijector is None)
+
+
+def _chain_scan(t: ChainTransform, inputs: Array, w: Optional[Array], step_fn: Callable,
+                apply_map: bool, apply_support: bool) -> tuple[Array, Array, Array]:
+    axis = _time_axis(t, inputs)
+    steps = jnp.moveaxis(inputs, axis, 0)
+    if not apply_map and _support_is_identity(t, steps[0]):
+        # The support half of an unconstrained chain is the identity: no scan at all.
+        return inputs, inputs, _zero(inputs)
+    w0, w_rest, per_step = _split_gates(t, w)
+    out0, x0, log_det0 = step_fn(t.initial, steps[0], w0, apply_map, apply_support)
+    if t.num_steps == 1:
+        return (jnp.moveaxis(out0[None], 0, axis), jnp.moveaxis(x0[None], 0, axis), log_det0)
+
+    def body(carry, step_inputs):
+        x_previous, total = carry
+        k, inputs_k, w_k = step_inputs
+        w_k = w_k if per_step else w_rest
+        out_k, x_k, log_det_k = step_fn(t.step_transform(k, x_previous), inputs_k, w_k,
+                                        apply_map, apply_support)
+        return (x_k.astype(x0.dtype), total + log_det_k), (out_k.astype(out0.dtype), x_k)
+
+    ks = jnp.arange(t.num_steps - 1, dtype=jnp.int32)
+    (_, log_det), (outs, xs) = jax.lax.scan(
+        body, (x0, log_det0), (ks, steps[1:], w_rest if per_step else None))
+    out = jnp.concatenate([out0[None], outs], axis=0)
+    x = jnp.concatenate([x0[None], xs.astype(x0.dtype)], axis=0)
+    return jnp.moveaxis(out, 0, axis), jnp.moveaxis(x, 0, axis), log_det
+
+
+def _chain_inverse_parallel(t: ChainTransform, x: Array, w: Optional[Array],
+                            apply_map: bool) -> tuple[Array, Array, Array]:
+    axis = _time_axis(t, x)
+    steps = jnp.moveaxis(x, axis, 0)
+    if not apply_map and _support_is_identity(t, steps[0]):
+        return x, x, _zero(x)
+    w0, w_rest, per_step = _split_gates(t, w)
+    e0, _, log_det0 = _step_inverse(t.initial, steps[0], w0, apply_map, True)
+    if t.num_steps == 1:
+        return jnp.moveaxis(e0[None], 0, axis), x, log_det0
+
+    def one_step(k, x_previous, x_k, w_k):
+        return _step_inverse(t.step_transform(k, x_previous), x_k, w_k, apply_map, True)
+
+    ks = jnp.arange(t.num_steps - 1, dtype=jnp.int32)
+    es, _, log_dets = jax.vmap(one_step, in_axes=(0, 0, 0, 0 if per_step else None))(
+        ks, steps[:-1], steps[1:], w_rest)
+    e = jnp.concatenate([e0[None], es.astype(e0.dtype)], axis=0)
+    return jnp.moveaxis(e, 0, axis), x, log_det0 + jnp.sum(log_dets)
+
+
+register_transform(tfd.MarkovChain, markov_chain_transform)

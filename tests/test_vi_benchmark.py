@@ -1,0 +1,196 @@
+"""Tests of the VI benchmark (benchmarks/vi.py): the quick benchmark runs at its tiniest size
+and writes a finite table; reference draws, table rendering and the command line; and the
+synthetic state-space targets' log densities against inference_gym's general models (which
+tests/test_models.py checks only on inference_gym's own data)."""
+from __future__ import annotations
+
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import _numpyro_peers
+from benchmarks import vi
+from emf_jax import models
+
+# The quick benchmark's machinery at the tiniest size: one 14-dimensional target, GEMF-T plus
+# a peer, two seeds (the second reuses the compiled programs), tiny networks. (Compilation
+# dominates: each further method costs ~10-20 s of CI time.)
+TINY = ["--quick", "--targets", "binary_tree_linear_4", "--methods", "gemf_t", "numpyro_iaf",
+        "--seeds", "2", "--steps", "40", "--sample-size", "4", "--hidden", "8", "8",
+        "--eval-draws", "150", "--reference-draws", "100"]
+
+
+def test_quick_benchmark_at_the_tiniest_size_writes_a_finite_table(tmp_path, monkeypatch,
+                                                                  capsys):
+    # NumPyro absent: the peer is skipped with a printed note, the rest runs.
+    monkeypatch.setattr(_numpyro_peers, "available", lambda: False)
+    results = vi.main(TINY + ["--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "numpyro is not installed" in out
+
+    table = (tmp_path / "vi_quick.md").read_text()
+    assert (tmp_path / "vi_quick_binary_tree_linear_4.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "vi_quick.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    record = saved["targets"]["binary_tree_linear_4"]
+    assert record["reference"] == "exact Gaussian posterior"
+    assert record["methods"]["numpyro_iaf"]["status"] == "not run (numpyro not installed)"
+    assert "| NumPyro AutoIAFNormal | not run (numpyro not installed) |" in table
+    log_evidence = record["log_evidence"]
+    assert log_evidence == pytest.approx(
+        models.exact_log_marginal_likelihood("binary_tree_linear_4"))
+    for method in ("gemf_t",):
+        entry = record["methods"][method]
+        assert entry["status"] == "ok"
+        per = entry["per_seed"]
+        assert entry["seeds"] == [0, 1]
+        for key in ("neg_elbo", "neg_elbo_se", "log_q_ref", "khat", "fit_seconds"):
+            assert len(per[key]) == 2 and np.all(np.isfinite(per[key])), (method, key)
+        # -ELBO >= -log p(y): each estimate is a mean of 150 draws, so it may dip below
+        # the bound by Monte Carlo error only (4 standard errors).
+        for value, se in zip(per["neg_elbo"], per["neg_elbo_se"]):
+            assert value >= -log_evidence - 4 * se
+        assert entry["steady_ms_per_step"] > 0
+        assert f"| {vi.METHODS[method]} | " in table
+    assert "## Summary" in table and "binary_tree_linear_4" in table
+
+    # Re-rendering from the saved results (a run in parts) gives the same table; a method
+    # marked as not run appears as such without replacing results that exist.
+    vi.main(["--quick", "--table-only", "--out-dir", str(tmp_path), "--targets",
+             "binary_tree_linear_4", "--mark-not-run", "asvi", "compile time",
+             "--mark-not-run", "gemf_t", "compile time"])
+    table2 = (tmp_path / "vi_quick.md").read_text()
+    assert "| ASVI | not run (compile time) |" in table2
+    assert "| GEMF-T | not run" not in table2
+
+
+def test_reference_draws():
+    target = models.get_target("binary_tree_linear_4")
+    ref = vi.load_reference(target, 4000, seed=1)
+    names = list(target.pinned_model.event_shape._fields)
+    assert list(ref.draws._fields) == names
+    exact = target.exact_posterior
+    for name, shape in zip(names, target.pinned_model.event_shape):
+        assert getattr(ref.draws, name).dtype == np.float32
+        draws = np.asarray(getattr(ref.draws, name), np.float64)
+        assert draws.shape == (4000,) + tuple(shape)
+        # Mean within 4 standard errors (sd / sqrt(n)) of the exact posterior mean.
+        np.testing.assert_array_less(
+            np.abs(draws.mean(0) - exact.mean[name]), 4 * exact.stddev[name] / math.sqrt(4000))
+    # The same seed gives the same draws.
+    again = vi.load_reference(target, 4000, seed=1)
+    np.testing.assert_array_equal(again.draws[0], ref.draws[0])
+
+    schools = vi.load_reference(models.get_target("eight_schools"), 300)
+    assert schools.source.startswith("NUTS")
+    assert schools.draws.school_effects_std.shape == (300, 8)
+    assert schools.log_evidence == pytest.approx(-36.1308, abs=1e-4)
+    # A target with no cached NUTS run and no closed form has no reference.
+    assert vi.load_reference(models.get_target("van_der_pol_bridge_c"), 10) is None
+
+
+def _fake_entry(values, seeds=(0, 1, 2)):
+    per = {k: [] for k in ("neg_elbo", "neg_elbo_se", "log_q_ref", "khat", "fit_seconds",
+                           "eval_seconds", "num_nonfinite", "final_loss")}
+    for s in seeds:
+        per["neg_elbo"].append(values[0] + 0.1 * s)
+        per["neg_elbo_se"].append(0.01)
+        per["log_q_ref"].append(values[1])
+        per["khat"].append(values[2])
+        per["fit_seconds"].append(10.0)
+        per["eval_seconds"].append(1.0)
+        per["num_nonfinite"].append(0)
+        per["final_loss"].append(values[0])
+    budget = vi.MODES["quick"].budget._asdict()
+    return {"status": "ok", "seeds": list(seeds), "per_seed": per, "first_fit_seconds": 10.0,
+            "steady_ms_per_step": 2.0, "budget": budget}
+
+
+def test_table_rendering(tmp_path):
+    results = {"targets": {"toy": {
+        "description": "a toy", "reference": "exact", "log_evidence": -2.0, "num_latents": 3,
+        "methods": {"mean_field": _fake_entry((5.0, -9.0, 0.9)),
+                    "gemf_t": _fake_entry((2.5, -1.0, 0.3)),
+                    "iaf": _fake_entry((2.2, -2.0, 0.4)),
+                    "asvi": {"status": "not run (compile time)"}}}}}
+    path = vi.write_report(results, "full", tmp_path)
+    text = path.read_text()
+    # mean ± SEM over seeds: 2.2 + 0.1 s for s = 0, 1, 2 -> 2.3 ± 0.1 / sqrt(3) * sqrt(1)
+    sem = np.std([2.2, 2.3, 2.4], ddof=1) / math.sqrt(3)
+    assert f"| IAF | **2.300 ± {sem:.3f}** | 0.300 ± {sem:.3f} |" in text
+    assert "**-1.000 ± 0.000**" in text  # GEMF-T's log q is best
+    assert "**0.30 ± 0.00**" in text
+    assert "| ASVI | not run (compile time) |" in text
+    assert "| toy | IAF (2.300) | 2.600 (2/3) | GEMF-T (-1.000) | -1.000 (1/3) |" in text
+    assert "exact -log p(y) = 2.0000" in text
+
+
+def test_command_line_errors(tmp_path):
+    with pytest.raises(SystemExit):
+        vi.main(["--quick", "--targets", "no_such_target", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        vi.main(["--quick", "--eval-draws", "100", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        vi.main(["--quick", "--methods", "nope", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        vi.main(["--targets", "eight_schools"])  # a mode is required
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_numpyro_peers_run(tmp_path):
+    pytest.importorskip("numpyro")
+    results = vi.main(["--smoke", "--methods", "numpyro_iaf", "numpyro_bnaf", "--no-plots",
+                       "--out-dir", str(tmp_path)])
+    methods = results["targets"]["binary_tree_linear_4"]["methods"]
+    iaf, bnaf = methods["numpyro_iaf"], methods["numpyro_bnaf"]
+    assert iaf["status"] == "ok" and bnaf["status"] == "ok"
+    assert np.isfinite(iaf["per_seed"]["log_q_ref"][0])
+    assert bnaf["per_seed"]["log_q_ref"][0] is None  # BNAF has no inverse
+    for entry in (iaf, bnaf):
+        assert np.isfinite(entry["per_seed"]["neg_elbo"][0])
+
+
+# ----------------------------------------------------------------------------- inference_gym
+
+
+def _random_path(target, rng, scale):
+    return {n: np.asarray(target.true_latents[n]
+                          + scale * rng.standard_normal(np.shape(target.true_latents[n])),
+                          np.float32) for n in target.pinned_model.event_shape._fields}
+
+
+BRIDGE = list(range(10)) + list(range(20, 30))
+
+
+@pytest.mark.slow
+def test_synthetic_state_space_targets_match_inference_gym():
+    """Our synthetic Brownian-motion and Lorenz data sets, smoothing and bridge, in
+    inference_gym's general BrownianMotion / LorenzSystem models (NaN or masked steps
+    unobserved): the same log density at a point near the true path. (Slow: ~30 s of eager
+    first calls; tests/test_models.py checks every target against scipy by default.)"""
+    gym = pytest.importorskip("inference_gym.using_jax")
+    rng = np.random.default_rng(0)
+    for name, observed in (("brownian_smoothing_r", list(range(30))),
+                           ("brownian_bridge_r", BRIDGE),
+                           ("lorenz_smoothing_r", list(range(30))),
+                           ("lorenz_bridge_r", BRIDGE)):
+        target = models.get_target(name)
+        x = _random_path(target, rng, 0.05)
+        path = jnp.stack([jnp.asarray(x[f"x{t}"]) for t in range(30)])
+        values = np.full(30, np.nan, np.float32)
+        values[observed] = np.asarray(target.observations["obs"])
+        if name.startswith("brownian"):
+            gym_target = gym.targets.BrownianMotion(values, innovation_noise_scale=0.1,
+                                                    observation_noise_scale=0.15)
+            theirs = gym_target.unnormalized_log_prob(list(path))
+        else:
+            gym_target = gym.targets.LorenzSystem(
+                np.nan_to_num(values), innovation_scale=0.1, observation_scale=1.0,
+                observation_mask=~np.isnan(values), observation_index=0, step_size=0.02)
+            theirs = gym_target.unnormalized_log_prob(path)
+        ours = target.pinned_model.unnormalized_log_prob(x)
+        np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-5, err_msg=name)
