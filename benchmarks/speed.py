@@ -389,8 +389,7 @@ def compile_table(settings: Settings, argv_settings: list[str]) -> list[dict[str
             row: dict[str, Any] = {"T": num_steps, "form": form}
             rows.append(row)
             if exceeded_at is not None:
-                row["timeout"] = settings.compile_timeout
-                row["note"] = f"not run: T={exceeded_at} already took longer"
+                row["note"] = f"not run (T = {exceeded_at} already failed or timed out)"
                 continue
             cmd = [sys.executable, "-m", "benchmarks.speed", "--compile-worker",
                    str(num_steps), form, *argv_settings]
@@ -407,7 +406,9 @@ def compile_table(settings: Settings, argv_settings: list[str]) -> list[dict[str
             row["process_s"] = time.perf_counter() - start
             if proc.returncode != 0:
                 last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-                row["note"] = "failed: " + last[:200]
+                row["note"] = ("out of memory (over the cap per process)" if "bad_alloc" in last
+                               or "MemoryError" in last else "failed: " + last[:200])
+                exceeded_at = num_steps
                 print(f"  T={num_steps} {form}: {row['note']}", flush=True)
                 continue
             row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -427,7 +428,7 @@ def format_compile_table(rows: Sequence[dict[str, Any]], steps: Sequence[int]) -
         for t in steps:
             r = next(r for r in rows if r["T"] == t and r["form"] == form)
             if "timeout" in r:
-                cells.append(f"> {r['timeout']:.0f} s" + (" (not run)" if "note" in r else ""))
+                cells.append(f"> {r['timeout']:.0f} s")
             elif "note" in r:
                 cells.append(r["note"])
             else:
@@ -467,8 +468,29 @@ def versions() -> str:
     return ", ".join(found)
 
 
+def goals(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The issue's goals checked against the measured rows (CPU-time ratios, wall in brackets)."""
+    lines = ["### Against the goals", ""]
+    for r in rows:
+        if r["method"] != "gemf-t" or "vs_backbone" not in r:
+            continue
+        model = f"bridge T={r['T']} ({r['form']})"
+        lines.append(
+            f"- {model}: GEMF-T step / backbone step = {r['vs_backbone_cpu']:.2f}× CPU "
+            f"({r['vs_backbone']:.2f}× wall), goal ≤ 1.2×: "
+            f"{'met' if r['vs_backbone_cpu'] <= 1.2 else 'not met'}; GEMF-T step / "
+            f"AutoIAFNormal step = {r.get('vs_autoiaf_cpu', float('nan')):.2f}× CPU "
+            f"({r.get('vs_autoiaf', float('nan')):.2f}× wall), goal ≤ 1: "
+            f"{'met' if r.get('vs_autoiaf_cpu', 9) <= 1.0 else 'not met'}; build + compile "
+            f"{r['build_cpu_s'] + r['compile_cpu_s']:.1f} s CPU "
+            f"({r['build_s'] + r['compile_s']:.1f} s wall)"
+            + (f", goal ≤ 10 s: {'met' if r['build_cpu_s'] + r['compile_cpu_s'] <= 10 else 'not met'} "
+               "in CPU time" if r["T"] == 30 else "") + ".")
+    return lines + [""]
+
+
 def write_report(settings: Settings, speed_rows: Optional[list], compile_rows: Optional[list],
-                 path: Path) -> None:
+                 path: Path, notes: Sequence[str] = ()) -> None:
     parts = [
         "# Speed: jitted VI step, compile time, compile time against T",
         "",
@@ -498,11 +520,12 @@ def write_report(settings: Settings, speed_rows: Optional[list], compile_rows: O
             "",
             format_speed_table(speed_rows),
             "",
-            "Median wall ms/step over the rounds: " + ", ".join(
-                f"{METHOD_NAMES[r['method']]} T={r['T']} {r['form']}: "
-                f"{r['ms_median']:.3f}" for r in speed_rows if "ms_median" in r) + ".",
-            "",
         ]
+        medians = [f"{METHOD_NAMES[r['method']]} T={r['T']} {r['form']}: {r['ms_median']:.3f}"
+                   for r in speed_rows if "ms_median" in r]
+        if medians:
+            parts += ["Median wall ms/step over the rounds: " + ", ".join(medians) + ".", ""]
+        parts += goals(speed_rows)
     if compile_rows is not None:
         parts += [
             "## Compile time of the GEMF-T step against the number of steps T",
@@ -514,6 +537,8 @@ def write_report(settings: Settings, speed_rows: Optional[list], compile_rows: O
             format_compile_table(compile_rows, settings.compile_steps),
             "",
         ]
+    if notes:
+        parts += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
 
@@ -578,8 +603,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     previous = json.loads(store.read_text()) if store.exists() else {}
     speed_rows = previous.get("speed") if speed_rows is None else speed_rows
     compile_rows = previous.get("compile") if compile_rows is None else compile_rows
-    store.write_text(json.dumps({"speed": speed_rows, "compile": compile_rows}, indent=1))
-    write_report(settings, speed_rows, compile_rows, path)
+    notes = previous.get("notes", [])
+    store.write_text(json.dumps({"speed": speed_rows, "compile": compile_rows, "notes": notes},
+                                indent=1))
+    write_report(settings, speed_rows, compile_rows, path, notes)
     print(f"wrote {path}")
 
 
