@@ -221,13 +221,11 @@ def _run_chunk(params: PyTree, opt_state: PyTree, key: jax.Array, first_step: ja
         else:
             updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-
-        def keep(new, old):
-            return jnp.where(finite, new, old)
-
-        return (jax.tree.map(keep, new_params, params),
-                jax.tree.map(keep, new_opt_state, opt_state),
-                loss, jnp.logical_not(finite))
+        # One branch over the whole (params, opt_state) pair: a per-leaf `jnp.where` compiles
+        # about 6x slower on XLA CPU for gated structured layers with many variables.
+        params, opt_state = jax.lax.cond(
+            finite, lambda: (new_params, new_opt_state), lambda: (params, opt_state))
+        return params, opt_state, loss, jnp.logical_not(finite)
 
     def masked_step(params, opt_state, step):
         del step
