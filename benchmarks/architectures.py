@@ -106,25 +106,34 @@ def run(methods: Sequence[str], seeds: int, steps: int, sample_size: int,
     rows = []
     for method in methods:
         init_fn, build_fn, lr = table[method]
+        # One optimizer object per method: fit_vi's compiled chunk is cached on it, so every
+        # seed after the first reuses the program.
+        optimizer = optax.adam(lr)
+
+        @jax.jit
+        def elbo(params, key, build_fn=build_fn):
+            x, log_q = build_fn(params).experimental_sample_and_log_prob(ELBO_SAMPLES, seed=key)
+            return jnp.mean(pinned.unnormalized_log_prob(x) - log_q)
+
         elbos, fit_seconds = [], []
         for seed in range(seeds):
             start = time.perf_counter()
             fit = fit_vi(pinned.unnormalized_log_prob, build_fn, init_fn(jax.random.key(seed)),
-                         optimizer=optax.adam(lr), num_steps=steps, sample_size=sample_size,
+                         optimizer=optimizer, num_steps=steps, sample_size=sample_size,
                          seed=1000 + seed, chunk_size=max(1, steps // 10),
                          progress_bar=progress)
             jax.block_until_ready(fit.params)
             fit_seconds.append(time.perf_counter() - start)
-            x, log_q = build_fn(fit.params).experimental_sample_and_log_prob(
-                ELBO_SAMPLES, seed=jax.random.key(10_000 + seed))
-            elbos.append(float(jnp.mean(pinned.unnormalized_log_prob(x) - log_q)))
+            elbos.append(float(elbo(fit.params, jax.random.key(10_000 + seed))))
         compile_s, ms_per_step = step_timing(pinned.unnormalized_log_prob, build_fn,
                                              init_fn(jax.random.key(0)), lr, sample_size)
         elbos_arr = np.array(elbos)
         sem = float(elbos_arr.std(ddof=1) / np.sqrt(seeds)) if seeds > 1 else float("nan")
         row = dict(method=method, elbo=float(elbos_arr.mean()), sem=sem,
                    gap=log_evidence - float(elbos_arr.mean()),
-                   fit_s=float(np.mean(fit_seconds)), compile_s=compile_s,
+                   first_fit_s=fit_seconds[0],
+                   fit_s=float(np.median(fit_seconds[1:] if seeds > 1 else fit_seconds)),
+                   compile_s=compile_s,
                    ms_per_step=ms_per_step)
         rows.append(row)
         print(f"{method:<11} ELBO {row['elbo']:9.3f} ± {row['sem']:.3f}  gap {row['gap']:7.3f}  "
@@ -141,17 +150,18 @@ def to_markdown(rows: list[dict], *, seeds: int, steps: int, sample_size: int,
         f"Budget: {steps} Adam steps, {sample_size} draws per step, hidden units "
         f"{tuple(hidden_units)}, {seeds} seed(s); ELBO from {ELBO_SAMPLES} draws per fit, "
         f"mean ± SEM over seeds. Exact log p(y) = {log_evidence:.4f}; gap = log p(y) − ELBO "
-        "(the KL divergence to the exact posterior). Fit time includes compilation. "
+        "(the KL divergence to the exact posterior). First fit: the first seed, compilation "
+        "included; fit s: median over the later seeds (the compiled program reused). "
         f"Compile and step time: a jitted chunk of {TIMING_STEPS} steps (first call minus a "
         "steady call; steady call / steps). CPU: "
         f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s).",
         "",
-        "| method | ELBO | gap | fit s | compile s | ms/step |",
-        "|---|---|---|---|---|---|",
+        "| method | ELBO | gap | first fit s | fit s | compile s | ms/step |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: -r["elbo"]):
         lines.append(f"| {r['method']} | {r['elbo']:.3f} ± {r['sem']:.3f} | {r['gap']:.3f} | "
-                     f"{r['fit_s']:.1f} | {r['compile_s']:.1f} | {r['ms_per_step']:.2f} |")
+                     f"{r['first_fit_s']:.1f} | {r['fit_s']:.1f} | {r['compile_s']:.1f} | {r['ms_per_step']:.2f} |")
     by_name = {r["method"]: r for r in rows}
     if "gemf-t" in by_name and "flow" in by_name:
         ratio = by_name["gemf-t"]["ms_per_step"] / by_name["flow"]["ms_per_step"]
