@@ -30,11 +30,29 @@ __all__ = ["DataParallel", "data_parallel"]
 class DataParallel:
     """How a fit spreads its work: a leading-axis sharding and a replicated one.
 
+    Usually made by `data_parallel` from a fit's ``mesh=`` / ``devices=`` options. Plans
+    compare equal when their shardings do, so a plan can be a static argument of a jit.
+
+    Args:
+      mesh: the device mesh; axis 0 of the work is split over all of its axes together.
+
     Attributes:
       mesh: the device mesh.
       batch: a `NamedSharding` splitting axis 0 over every device of the mesh.
       replicated: a `NamedSharding` keeping a copy on every device.
       num_devices: the number of devices.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, numpy as np
+      >>> from jax.sharding import Mesh
+      >>> plan = DataParallel(Mesh(np.asarray(jax.devices()[:1]), ("data",)))
+      >>> plan.num_devices, plan == data_parallel(devices=jax.devices()[:1])
+      (1, True)
+      >>> params = plan.replicate({"w": jnp.ones(2)})     # outside jit: a copy on every device
+      >>> params["w"].sharding == plan.replicated
+      True
+      >>> jax.jit(plan.shard_leading_axis)(jnp.ones((4, 2))).shape   # inside jit: rows split
+      (4, 2)
     """
 
     def __init__(self, mesh: Mesh):

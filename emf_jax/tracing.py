@@ -147,7 +147,29 @@ def _describe_structure(tree: Any) -> str:
 
 
 def split_pins(model: Any) -> tuple[Any, dict[str, Any]]:
-    """(underlying joint distribution, {name: pinned value})."""
+    """Splits a (possibly pinned) model into its joint distribution and its pinned values.
+
+    Args:
+      model: a `tfd.JointDistribution*` or a pinned one (``model.experimental_pin(...)``).
+
+    Returns:
+      ``(joint distribution, {name: pinned value})``: the unpinned joint distribution and
+      the pins (an empty dict for a model that is not pinned).
+
+    Raises:
+      TypeError: `model` is not a joint distribution.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> def program():
+      ...     scale = yield tfd.HalfNormal(1., name='scale')
+      ...     yield tfd.Normal(0., scale, name='y')
+      >>> model = tfd.JointDistributionCoroutineAutoBatched(program)
+      >>> jd, pins = split_pins(model.experimental_pin(y=0.5))
+      >>> jd is model, {name: float(v) for name, v in pins.items()}, split_pins(model)[1]
+      (True, {'y': 0.5}, {})
+    """
     if isinstance(model, JointDistributionPinned):
         return model.distribution, dict(model.pins)
     if isinstance(model, tfd.JointDistribution):
@@ -179,6 +201,26 @@ def walk_model(model: Any, choose_value: Callable[[int, str, Any], Array],
 
     Returns:
       The values of all variables (pinned ones included) in program order.
+
+    Raises:
+      TypeError: `model` is not a joint distribution.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> def program():
+      ...     scale = yield tfd.HalfNormal(1., name='scale')
+      ...     yield tfd.Normal(0., scale, name='y')
+      >>> model = tfd.JointDistributionCoroutineAutoBatched(program).experimental_pin(y=0.5)
+      >>> def choose(index, name, dist):
+      ...     return jnp.full(dist.event_shape, 2.0)         # every latent value set to 2
+      >>> def on_pinned(index, name, dist, value):
+      ...     print(name, float(dist.scale))                 # y's conditional given scale = 2
+      >>> values = walk_model(model, choose, on_pinned)
+      y 2.0
+      >>> [float(v) for v in values]
+      [2.0, 0.5]
     """
     jd, pins = split_pins(model)
     names = jd._flat_resolve_names()  # pylint: disable=protected-access

@@ -92,7 +92,32 @@ class Elementwise(NamedTuple):
 
 
 def validate_event_size(event_size: int, name: str = "event_size") -> int:
-    """Returns ``event_size`` as an int, raising if it is not a positive integer."""
+    """Returns ``event_size`` as an int, raising if it is not a positive integer.
+
+    The flow factories call it on their ``event_size`` argument, so a bad size fails when the
+    flow is built rather than inside a traced computation.
+
+    Args:
+      event_size: the value to check (a Python or NumPy integer; not a bool).
+      name: the argument's name, for the error messages.
+
+    Returns:
+      ``event_size`` as a Python int.
+
+    Raises:
+      TypeError: if ``event_size`` is not an integer.
+      ValueError: if it is smaller than 1.
+
+    Example:
+      >>> import numpy as np
+      >>> validate_event_size(np.int64(3))
+      3
+      >>> try:
+      ...     validate_event_size(0, "num_features")
+      ... except ValueError as err:
+      ...     print(err)
+      num_features must be >= 1, got 0
+    """
     if isinstance(event_size, bool) or not isinstance(event_size, (int, np.integer)):
         raise TypeError(f"{name} must be a positive int, got {type(event_size).__name__}")
     if event_size < 1:
@@ -103,9 +128,28 @@ def validate_event_size(event_size: int, name: str = "event_size") -> int:
 def check_input(x: Array, event_size: int, name: str = "x") -> Array:
     """Converts ``x`` to an array and checks it is floating with last dimension ``event_size``.
 
+    Every flow calls it on its inputs (shapes are static, so this costs nothing under jit).
+
+    Args:
+      x: the input, ``[..., event_size]``.
+      event_size: the expected size of the last dimension.
+      name: the argument's name, for the error messages.
+
+    Returns:
+      ``x`` as a JAX array.
+
     Raises:
       TypeError: if ``x`` is not floating.
       ValueError: if ``x`` is a scalar or its last dimension is not ``event_size``.
+
+    Example:
+      >>> check_input([[0.5, 1.0]], 2).shape
+      (1, 2)
+      >>> try:
+      ...     check_input([True, False], 2, "y")
+      ... except TypeError as err:
+      ...     print(err)
+      y must be a floating array, got dtype bool
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -123,6 +167,20 @@ def positive_from_raw(raw: Array, min_value: float) -> tuple[Array, Array]:
     ``v`` is smooth (C1) and increasing, exactly 1 at ``raw = 0``, tends to ``min_value`` as
     ``raw -> -inf`` and grows linearly for ``raw > 0`` (like a shifted softplus, but with an
     exact 1 at 0 so that a zero conditioner output gives an exact identity).
+
+    Args:
+      raw: unconstrained values (e.g. a conditioner's outputs).
+      min_value: the infimum of ``v``, in (0, 1).
+
+    Returns:
+      ``(v, log v)``, both of the shape of `raw` (``log v`` computed as ``log1p``, precise
+      near ``raw = 0``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> v, log_v = positive_from_raw(jnp.array([-100.0, 0.0, 1.0]), 0.1)
+      >>> [round(float(a), 4) for a in v], round(float(log_v[1]), 4)
+      ([0.1, 1.0, 1.9], 0.0)
     """
     delta = (1.0 - min_value) * jax.nn.elu(raw)
     return 1.0 + delta, jnp.log1p(delta)

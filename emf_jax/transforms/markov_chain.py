@@ -54,6 +54,19 @@ class ChainTransform:
       transition_fn: the chain's ``transition_fn(previous_step, previous_state)``.
       num_steps: ``T`` (static).
       step_event_shape: the event shape of one step.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> from emf_jax.transforms import transform_for
+      >>> tfd = tfp.distributions
+      >>> chain = tfd.MarkovChain(tfd.Normal(0., 1.), lambda _, x: tfd.Normal(x, 0.5), 4)
+      >>> t = transform_for(chain)
+      >>> isinstance(t, ChainTransform), t.num_steps, t.step_event_shape
+      (True, 4, ())
+      >>> step = t.step_transform(jnp.array(0), jnp.array(1.0))   # x_1 ~ Normal(x_0 = 1, 0.5)
+      >>> float(step.shift), float(step.scale)
+      (1.0, 0.5)
     """
 
     initial: Transform
@@ -189,11 +202,30 @@ def apply_inverse(t: Any, inputs: Array, w: Optional[Array] = None, *, apply_map
                   apply_support: bool = True) -> tuple[Array, Array, Array]:
     """The inverse of `apply_forward`: ``(noise or u, x, log|det|)`` from ``x`` (or ``u``).
 
-    Args: as `apply_forward`; `inputs` is ``x`` with `apply_support`, else ``u``.
+    A chain's inverse needs no scan when the values are given: every step is inverted at
+    once.
+
+    Args:
+      t: the variable's map (`transform_for(dist)`): an affine, monotone or chain map.
+      inputs: ``x`` (a value in the support) when `apply_support`, else ``u``.
+      w: the gate parameter (scalar; for a chain also ``[T]``: one per step), or None for
+        the ungated map.
+      apply_map: invert the gated map ``u → e``.
+      apply_support: invert the support bijector ``x → u``.
 
     Returns:
       ``(output, x, log_det)``: ``e`` with `apply_map` (else ``u``), the value ``x`` and
-      the log|det| of the inverse of the parts applied.
+      the log|det| of the inverse of the parts applied, summed over the whole value.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> import jax.numpy as jnp
+      >>> from emf_jax.transforms import transform_for
+      >>> tfd = tfp.distributions
+      >>> chain = tfd.MarkovChain(tfd.Normal(0., 1.), lambda _, x: tfd.Normal(x, 0.5), 4)
+      >>> e, x, log_det = apply_inverse(transform_for(chain), jnp.array([1.0, 1.5, 2.0, 2.5]))
+      >>> [float(v) for v in e], round(float(log_det), 4)    # apply_forward's example undone
+      ([1.0, 1.0, 1.0, 1.0], 2.0794)
     """
     if isinstance(t, ChainTransform):
         if apply_support:

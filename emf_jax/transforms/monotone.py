@@ -79,7 +79,26 @@ def monotone_from_maps(
 
 def noise_from_log_cdf(log_cdf: Callable[[Array], Array],
                        log_survival: Callable[[Array], Array]) -> Callable[[Array], Array]:
-    """``x -> Φ⁻¹(F(x))`` from the log CDF and log survival function (two-sided, precise)."""
+    """The inverse map ``x -> e = Φ⁻¹(F(x))`` from the log CDF and the log survival function.
+
+    Both tails stay precise: the lower side uses ``log F(x)`` and the upper side
+    ``log(1 − F(x))``, so no probability that rounds to one is formed.
+
+    Args:
+      log_cdf: ``x -> log F(x)``.
+      log_survival: ``x -> log(1 − F(x))``.
+
+    Returns:
+      The function ``x -> Φ⁻¹(F(x))`` (elementwise).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> dist = tfp.distributions.Logistic(0., 1.)
+      >>> noise = noise_from_log_cdf(dist.log_cdf, dist.log_survival_function)
+      >>> [round(float(e), 4) for e in noise(jnp.array([-40.0, 40.0]))]  # F(40) rounds to 1
+      [-8.5927, 8.5927]
+    """
     return lambda x: normal_quantile_from_log_cdf(log_cdf(x), log_survival(x))
 
 

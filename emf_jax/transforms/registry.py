@@ -85,7 +85,31 @@ def register_transform(distribution_class: type, fn: Optional[F] = None):
 
 
 def register_fallback(rule: Callable[[Any], Optional[TransformFn]]) -> None:
-    """Adds a rule tried, in order, when no class in the hierarchy is registered."""
+    """Adds a rule tried, in order, when no class in the hierarchy is registered.
+
+    A fallback matches distributions by a property rather than by class; emf_jax installs
+    one itself (numerical inversion of the CDF of any continuous scalar family), so a new
+    rule is tried after it. For one class, prefer `register_transform`.
+
+    Args:
+      rule: ``rule(distribution) -> fn or None``: a ``fn(distribution) -> Transform`` for
+        the distributions it handles, None to decline (the next rule is then tried).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> def gaussian_marginal_rule(dist):     # e.g. tfd.GaussianProcess: its marginal is an MVN
+      ...     if not hasattr(dist, "get_marginal_distribution"):
+      ...         return None                    # declined
+      ...     return lambda d: transform_for(d.get_marginal_distribution())
+      >>> register_fallback(gaussian_marginal_rule)
+      >>> gp = tfd.GaussianProcess(tfp.math.psd_kernels.ExponentiatedQuadratic(),
+      ...                          index_points=jnp.linspace(0., 1., 3)[:, None])
+      >>> t = transform_for(gp)
+      >>> type(t).__name__, t.scale_matrix.shape
+      ('AffineTransform', (3, 3))
+    """
     _FALLBACKS.append(rule)
 
 
@@ -106,9 +130,44 @@ def registered_families() -> tuple[type, ...]:
     return tuple(_REGISTRY)
 
 
+# TFP's count families whose samples are floats: their dtype alone does not say "discrete".
+_FLOAT_VALUED_DISCRETE_FAMILIES = (
+    "Poisson", "Binomial", "NegativeBinomial", "Geometric", "BetaBinomial", "Skellam",
+    "Multinomial", "DirichletMultinomial", "ZeroInflatedNegativeBinomial",
+    "PoissonLogNormalQuadratureCompound", "GeneralizedPoisson", "QuantizedDistribution",
+    "DiscreteRectifiedNormal",
+)
+
+
 def is_discrete(dist: Any) -> bool:
-    """True for families with non-floating (integer or boolean) values."""
+    """True for discrete families: integer or boolean values, or one of TFP's count families.
+
+    TFP's count families (`tfd.Poisson`, `tfd.Binomial`, `tfd.NegativeBinomial`, ...) sample
+    floats, so they are recognised by class; any other family by its dtype. A structured dtype
+    (a joint distribution) is not discrete.
+
+    Args:
+      dist: a distribution (or any object with a `dtype`).
+
+    Returns:
+      Whether its values are discrete.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> is_discrete(tfd.Bernoulli(probs=0.5)), is_discrete(tfd.Normal(0., 1.))
+      (True, False)
+      >>> is_discrete(tfd.Poisson(3.0))                 # float samples, still counts
+      True
+    """
     import jax.numpy as jnp
+    from tensorflow_probability.substrates import jax as tfp
+
+    families = tuple(cls for cls in (getattr(tfp.distributions, name, None)
+                                     for name in _FLOAT_VALUED_DISCRETE_FAMILIES)
+                     if isinstance(cls, type))
+    if isinstance(dist, families):
+        return True
     dtype = getattr(dist, "dtype", None)
     if dtype is None or isinstance(dtype, (dict, list, tuple)):
         return False
@@ -116,7 +175,29 @@ def is_discrete(dist: Any) -> bool:
 
 
 def current_variable() -> str:
-    """``"variable 'name'"`` for the variable whose map is being looked up, for messages."""
+    """``"variable 'name'"`` for the variable whose map is being looked up, for messages.
+
+    Inside a look-up by `transform_for` (also a nested one, e.g. a `tfd.Sample`'s inner
+    distribution) this names the outer variable; outside any look-up, or when no name was
+    given, it is ``"a variable"``.
+
+    Returns:
+      A phrase naming the variable, for the start of an error message.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> from emf_jax.transforms.affine import normal_transform
+      >>> class Flagged(tfp.distributions.Normal):
+      ...     pass
+      >>> seen = []
+      >>> def flagged_transform(dist):
+      ...     seen.append(current_variable())
+      ...     return normal_transform(dist)
+      >>> _ = register_transform(Flagged, flagged_transform)
+      >>> _ = transform_for(Flagged(0., 1.), variable_name="z")
+      >>> seen, current_variable()
+      (["variable 'z'"], 'a variable')
+    """
     name = _CURRENT_VARIABLE.get()
     return f"variable '{name}'" if name is not None else "a variable"
 
