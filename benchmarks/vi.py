@@ -391,9 +391,18 @@ def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
         "steady_ms_per_step": (1e3 * float(np.median(steady)) / budget.num_steps
                                if steady else None),
         "budget": budget._asdict(),
+        "device": _device_name(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     return record, extras
+
+
+def _device_name() -> str:
+    """Where the timings were taken, e.g. ``cpu`` or ``gpu (NVIDIA H200)``."""
+    import jax
+
+    backend = jax.default_backend()
+    return backend if backend == "cpu" else f"{backend} ({jax.devices()[0].device_kind})"
 
 
 def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequence[int], *,
@@ -519,7 +528,8 @@ def target_table(name: str, record: dict[str, Any]) -> str:
         row += [_fmt(s["log_q_ref"], bold=best["log_q_ref"] == method),
                 _fmt(s["khat"], digits=2, bold=best["khat"] == method),
                 f"{entry['first_fit_seconds']:.1f}",
-                "—" if steady is None else f"{steady:.1f}",
+                ("—" if steady is None else f"{steady:.1f}")
+                + ("" if entry.get("device", "cpu") == "cpu" else f" ({entry['device']})"),
                 f"{len(entry['seeds'])}" + (f" ({nonfinite} steps skipped)" if nonfinite else "")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -565,7 +575,7 @@ def write_report(results: dict[str, Any], mode: str, out_dir: Path) -> Path:
     text = "\n".join([
         f"# VI benchmark ({mode}): python -m benchmarks.vi --{mode}",
         "",
-        "CPU, float32. Budget: " + " | ".join(budget_lines) + ".",
+        "float32; timings on this repository's 2-core CPU unless a row names a GPU. Budget: " + " | ".join(budget_lines) + ".",
         "Values are mean ± standard error over seeds (seed = initialisation and training "
         "randomness; the data are fixed). -ELBO: lower is better (floor -log p(y)); gap: "
         "-ELBO + log p(y) where the evidence is exact; log q(ref): mean surrogate "
