@@ -289,11 +289,19 @@ def run_one(dataset: str, method: str, seed: int, settings: Settings,
                   median_test_nll=float(-np.median(test_log_prob)),
                   worst_test_log_prob=float(np.min(test_log_prob)),
                   best_step=int(result.best_step), skipped_steps=int(result.num_nonfinite),
-                  fit_seconds=round(fit_seconds, 1),
+                  fit_seconds=round(fit_seconds, 1), device=_device_name(),
                   settings=dataclasses.asdict(settings))
     if spec.kind == "toy" and seed == 0:
         record["grid_log_prob"] = log_prob(build_fn, result.params, _figure_grid()).tolist()
     return record
+
+
+def _device_name() -> str:
+    """Where a fit ran, e.g. ``x86_64 CPU`` or ``gpu (NVIDIA H200)``."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"{platform.machine()} CPU"
+    return f"{device.platform} ({device.device_kind})"
 
 
 def _figure_grid() -> np.ndarray:
@@ -402,9 +410,12 @@ def write_report(records: Sequence[dict], tag: str, title: str) -> str:
     datasets_ = [d for d in DATASETS if any(r["dataset"] == d for r in records)]
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
     settings = {json.dumps(r["settings"], sort_keys=True) for r in records}
+    # Records written before devices were recorded ran on this repository's CPU.
+    devices = " and ".join(sorted({r.get("device", f"{platform.machine()} CPU")
+                                   for r in records}))
     lines = [f"# Density estimation: {title}", "",
              f"Written {datetime.date.today().isoformat()} by `python -m benchmarks.density` "
-             f"on {platform.machine()} CPU ({jax.devices()[0].platform}), float32. Test NLL in "
+             f"on {devices}, float32. Test NLL in "
              "nats per sample (lower is better), mean ± standard error over seeds; **bold**: "
              "best per row. \"exact\": the NLL of the data-generating density on the same "
              "test set (a lower bound in expectation).", ""]
