@@ -67,7 +67,7 @@ def test_quick_benchmark_at_the_tiniest_size_writes_a_finite_table(tmp_path, mon
     assert "| GEMF-T | not run" not in table2
 
 
-def test_reference_draws():
+def test_reference_draws(tmp_path, monkeypatch):
     target = models.get_target("binary_tree_linear_4")
     ref = vi.load_reference(target, 4000, seed=1)
     names = list(target.pinned_model.event_shape._fields)
@@ -89,7 +89,11 @@ def test_reference_draws():
     assert schools.draws.school_effects_std.shape == (300, 8)
     assert schools.log_evidence == pytest.approx(-36.1308, abs=1e-4)
     # A target with no cached NUTS run and no closed form has no reference.
+    from benchmarks import ground_truth
+
+    monkeypatch.setattr(ground_truth, "GROUND_TRUTH_DIR", tmp_path)
     assert vi.load_reference(models.get_target("van_der_pol_bridge_c"), 10) is None
+    assert vi.load_reference(models.get_target("brownian_bridge_r"), 10) is not None  # exact
 
 
 def _fake_entry(values, seeds=(0, 1, 2)):
