@@ -52,6 +52,7 @@ import numpy as np
 import optax
 from scipy import special
 
+from benchmarks._device import device_name
 from emf_jax import datasets, templates
 from emf_jax.density import build_emf_density_stateless
 from emf_jax.training import fit_density, structure_data
@@ -289,19 +290,11 @@ def run_one(dataset: str, method: str, seed: int, settings: Settings,
                   median_test_nll=float(-np.median(test_log_prob)),
                   worst_test_log_prob=float(np.min(test_log_prob)),
                   best_step=int(result.best_step), skipped_steps=int(result.num_nonfinite),
-                  fit_seconds=round(fit_seconds, 1), device=_device_name(),
+                  fit_seconds=round(fit_seconds, 1), device=device_name(),
                   settings=dataclasses.asdict(settings))
     if spec.kind == "toy" and seed == 0:
         record["grid_log_prob"] = log_prob(build_fn, result.params, _figure_grid()).tolist()
     return record
-
-
-def _device_name() -> str:
-    """Where a fit ran, e.g. ``x86_64 CPU`` or ``gpu (NVIDIA H200)``."""
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return f"{platform.machine()} CPU"
-    return f"{device.platform} ({device.device_kind})"
 
 
 def _figure_grid() -> np.ndarray:
@@ -411,8 +404,9 @@ def write_report(records: Sequence[dict], tag: str, title: str) -> str:
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
     settings = {json.dumps(r["settings"], sort_keys=True) for r in records}
     # Records written before devices were recorded ran on this repository's CPU.
-    devices = " and ".join(sorted({r.get("device", f"{platform.machine()} CPU")
-                                   for r in records}))
+    devices = " and ".join(sorted({
+        f"{platform.machine()} CPU" if r.get("device", "cpu") == "cpu" else r["device"]
+        for r in records}))
     lines = [f"# Density estimation: {title}", "",
              f"Written {datetime.date.today().isoformat()} by `python -m benchmarks.density` "
              f"on {devices}, float32. Test NLL in "

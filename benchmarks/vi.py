@@ -47,6 +47,8 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from benchmarks._device import device_name
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 METHODS: dict[str, str] = {
@@ -391,18 +393,10 @@ def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
         "steady_ms_per_step": (1e3 * float(np.median(steady)) / budget.num_steps
                                if steady else None),
         "budget": budget._asdict(),
-        "device": _device_name(),
+        "device": device_name(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     return record, extras
-
-
-def _device_name() -> str:
-    """Where the timings were taken, e.g. ``cpu`` or ``gpu (NVIDIA H200)``."""
-    import jax
-
-    backend = jax.default_backend()
-    return backend if backend == "cpu" else f"{backend} ({jax.devices()[0].device_kind})"
 
 
 def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequence[int], *,
@@ -575,7 +569,8 @@ def write_report(results: dict[str, Any], mode: str, out_dir: Path) -> Path:
     text = "\n".join([
         f"# VI benchmark ({mode}): python -m benchmarks.vi --{mode}",
         "",
-        "float32; timings on this repository's 2-core CPU unless a row names a GPU. Budget: " + " | ".join(budget_lines) + ".",
+        "float32; timings on this repository's 2-core CPU unless a row names a GPU. "
+        "Budget: " + " | ".join(budget_lines) + ".",
         "Values are mean ± standard error over seeds (seed = initialisation and training "
         "randomness; the data are fixed). -ELBO: lower is better (floor -log p(y)); gap: "
         "-ELBO + log p(y) where the evidence is exact; log q(ref): mean surrogate "
