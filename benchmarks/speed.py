@@ -32,10 +32,12 @@ published data, else data simulated from the model with seed 0), written two way
 
 - "loop": one variable per step, a Python loop in a ``JointDistributionCoroutine``
   (``emf_jax.models.brownian_motion``);
-- "chain": one ``tfd.MarkovChain`` variable (the form that traces once for all steps).
+- "chain": one ``tfd.MarkovChain`` variable (the form that traces once for all steps);
+- "loop_unfused" (compile table only): the "loop" model, its step compiled with XLA's fusion
+  pass disabled (``compiler_options=NO_FUSION``, as ``emf_jax.fit_vi`` accepts it).
 
-**Compile-time table**: the GEMF-T step on the bridge for T = 30, 100, 300, 1000 in both
-forms, each in a fresh process (so that no cache helps) with a time limit
+**Compile-time table**: the GEMF-T step on the bridge for T = 30, 100, 300, 1000 in each
+form (``--compile-forms`` picks some; the others keep their last rows), each in a fresh process (so that no cache helps) with a time limit
 (``--compile-timeout``): build time and first-call time. A run past the limit is reported as
 "> limit".
 
@@ -58,7 +60,10 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FORMS = ("loop", "chain")
+FORMS = ("loop", "chain", "loop_unfused")
+FORM_NAMES = {"loop": "Python loop (T variables)", "chain": "one tfd.MarkovChain",
+              "loop_unfused": "Python loop, XLA fusion pass off"}
+NO_FUSION = {"xla_disable_hlo_passes": "fusion"}
 METHODS = ("gemf-t", "backbone", "asvi", "autoiaf")
 METHOD_NAMES = {"gemf-t": "GEMF-T", "backbone": "backbone alone (IAF)",
                 "asvi": "ASVI (TFP)", "autoiaf": "AutoIAFNormal (NumPyro)"}
@@ -109,7 +114,7 @@ def bridge(num_steps: int, form: str) -> Any:
 
     steps = observed_steps(num_steps)
     data = jnp.asarray(bridge_data(num_steps))
-    if form == "loop":
+    if form in ("loop", "loop_unfused"):
         model = time_series.brownian_motion(
             num_steps, innovation_scale=INNOVATION_SCALE, observation_scale=OBSERVATION_SCALE,
             observed_steps=steps.tolist(), dtype=np.float32)
@@ -138,7 +143,10 @@ class Stepper(NamedTuple):
     state: Any
 
 
-def _tfp_stepper(pinned: Any, init_fn: Any, build_fn: Any, settings: Settings) -> Stepper:
+def _tfp_stepper(pinned: Any, init_fn: Any, build_fn: Any, settings: Settings,
+                 compiler_options: Optional[dict[str, Any]] = None) -> Stepper:
+    import functools
+
     import jax
     import optax
     from tensorflow_probability.substrates import jax as tfp
@@ -151,7 +159,7 @@ def _tfp_stepper(pinned: Any, init_fn: Any, build_fn: Any, settings: Settings) -
             pinned.unnormalized_log_prob, build_fn(params),
             sample_size=settings.sample_size, seed=key)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options)
     def step(state, key):
         params, opt_state = state
         loss, grads = jax.value_and_grad(loss_fn)(params, key)
@@ -193,8 +201,9 @@ def _numpyro_stepper(pinned: Any, settings: Settings) -> Stepper:
     return Stepper(step, state)
 
 
-def make_stepper(method: str, pinned: Any, settings: Settings) -> Stepper:
-    """The jitted VI step of `method` on `pinned`."""
+def make_stepper(method: str, pinned: Any, settings: Settings, *,
+                 compiler_options: Optional[dict[str, Any]] = None) -> Stepper:
+    """The jitted VI step of `method` on `pinned` (XLA `compiler_options` for emf_jax/TFP)."""
     import emf_jax
     from emf_jax.baselines import build_asvi_surrogate_stateless
 
@@ -202,7 +211,7 @@ def make_stepper(method: str, pinned: Any, settings: Settings) -> Stepper:
         init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(
             pinned, architecture="gemf-t" if method == "gemf-t" else "flow", backbone="iaf",
             num_backbone_layers=2, hidden_units=settings.hidden)
-        return _tfp_stepper(pinned, init_fn, build_fn, settings)
+        return _tfp_stepper(pinned, init_fn, build_fn, settings, compiler_options)
     if method == "asvi":
         init_fn, build_fn = build_asvi_surrogate_stateless(pinned)
         return _tfp_stepper(pinned, init_fn, build_fn, settings)
@@ -372,7 +381,8 @@ def compile_worker(num_steps: int, form: str, settings: Settings) -> dict[str, f
     _import_everything()
     clock = Clock()
     pinned = bridge(num_steps, form)
-    stepper = make_stepper("gemf-t", pinned, settings)
+    stepper = make_stepper("gemf-t", pinned, settings,
+                           compiler_options=NO_FUSION if form == "loop_unfused" else None)
     build, build_cpu = clock.read()
     stepper, (compile_s, compile_cpu) = first_call(stepper)
     _, (seconds, cpu_seconds), _ = timed_steps(stepper, 10)
@@ -381,9 +391,10 @@ def compile_worker(num_steps: int, form: str, settings: Settings) -> dict[str, f
             "cpu_ms_per_step": 1e3 * cpu_seconds}
 
 
-def compile_table(settings: Settings, argv_settings: list[str]) -> list[dict[str, Any]]:
+def compile_table(settings: Settings, argv_settings: list[str],
+                  forms: Sequence[str] = FORMS) -> list[dict[str, Any]]:
     rows = []
-    for form in FORMS:
+    for form in forms:
         exceeded_at = None
         for num_steps in settings.compile_steps:
             row: dict[str, Any] = {"T": num_steps, "form": form}
@@ -422,18 +433,23 @@ def compile_table(settings: Settings, argv_settings: list[str]) -> list[dict[str
 def format_compile_table(rows: Sequence[dict[str, Any]], steps: Sequence[int]) -> str:
     header = "| form | " + " | ".join(f"T = {t}" for t in steps) + " |"
     lines = [header, "|---|" + "---|" * len(steps)]
-    for form, label in (("loop", "Python loop (T variables)"),
-                        ("chain", "one tfd.MarkovChain")):
+    for form, label in FORM_NAMES.items():
+        if not any(r["form"] == form for r in rows):
+            continue
         cells = []
         for t in steps:
-            r = next(r for r in rows if r["T"] == t and r["form"] == form)
+            r = next((r for r in rows if r["T"] == t and r["form"] == form), None)
+            if r is None:
+                cells.append("not run")
+                continue
             if "timeout" in r:
                 cells.append(f"> {r['timeout']:.0f} s")
             elif "note" in r:
                 cells.append(r["note"])
             else:
                 cells.append(f"{r['build_s']:.1f} + {r['compile_s']:.1f} s "
-                             f"(CPU {r['build_cpu_s']:.1f} + {r['compile_cpu_s']:.1f} s)")
+                             f"(CPU {r['build_cpu_s']:.1f} + {r['compile_cpu_s']:.1f} s); "
+                             f"step {r['ms_per_step']:.1f} ms")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -531,7 +547,8 @@ def write_report(settings: Settings, speed_rows: Optional[list], compile_rows: O
             "## Compile time of the GEMF-T step against the number of steps T",
             "",
             "Each cell: build s + first-call s (wall, then this process's CPU time) of the "
-            "GEMF-T step on the Brownian bridge, in a fresh process, limit "
+            "GEMF-T step on the Brownian bridge, and the wall time of a later step (mean of "
+            "10), in a fresh process, limit "
             f"{settings.compile_timeout:.0f} s of wall time per process.",
             "",
             format_compile_table(compile_rows, settings.compile_steps),
@@ -564,6 +581,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, Set
                         help="seconds per compile-table process (default 600)")
     parser.add_argument("--skip-speed-table", action="store_true")
     parser.add_argument("--skip-compile-table", action="store_true")
+    parser.add_argument("--compile-forms", nargs="+", choices=FORMS, default=list(FORMS),
+                        help="forms measured in the compile table (others keep their rows)")
     parser.add_argument("--compile-worker", nargs=2, metavar=("T", "FORM"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--worker-memory-gb", type=float, default=8.0,
@@ -595,14 +614,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         speed_rows = speed_table(settings)
     if not args.skip_compile_table:
         print("compile time against T", flush=True)
-        compile_rows = compile_table(settings, _settings_args(args))
+        compile_rows = compile_table(settings, _settings_args(args), args.compile_forms)
         print(format_compile_table(compile_rows, settings.compile_steps), flush=True)
     path = RESULTS_DIR / ("speed_quick.md" if settings.quick else "speed.md")
     # A table skipped in this run keeps its last measured rows (kept beside the report).
     store = path.with_suffix(".json")
     previous = json.loads(store.read_text()) if store.exists() else {}
     speed_rows = previous.get("speed") if speed_rows is None else speed_rows
-    compile_rows = previous.get("compile") if compile_rows is None else compile_rows
+    if compile_rows is None:
+        compile_rows = previous.get("compile")
+    else:  # Forms not measured in this run keep their last rows.
+        compile_rows = [r for r in previous.get("compile") or []
+                        if r["form"] not in args.compile_forms] + compile_rows
     notes = previous.get("notes", [])
     store.write_text(json.dumps({"speed": speed_rows, "compile": compile_rows, "notes": notes},
                                 indent=1))

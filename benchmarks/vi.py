@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -258,8 +259,12 @@ def _builders(pinned: Any, budget: Budget) -> dict[str, Callable[[], tuple[Any, 
     }
 
 
-def _tfp_method(target: Any, method: str, budget: Budget) -> MethodRun:
-    """A surrogate built by emf_jax (or its baselines), fitted with ``emf_jax.fit_vi``."""
+def _tfp_method(target: Any, method: str, budget: Budget, *,
+                compiler_options: Optional[dict[str, Any]] = None) -> MethodRun:
+    """A surrogate built by emf_jax (or its baselines), fitted with ``emf_jax.fit_vi``.
+
+    `compiler_options` (XLA options) apply to the training and the evaluation programs.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -277,11 +282,12 @@ def _tfp_method(target: Any, method: str, budget: Budget) -> MethodRun:
         opt_state = with_learning_rate(optimizer.init(params), learning_rate)
         result = fit_vi(log_prob, build_fn, params, optimizer=optimizer, opt_state=opt_state,
                         num_steps=budget.num_steps, sample_size=budget.sample_size,
-                        seed=seed, chunk_size=chunk, progress_bar=False)
+                        seed=seed, chunk_size=chunk, progress_bar=False,
+                        compiler_options=compiler_options)
         jax.block_until_ready(result.params)
         return result.params, np.asarray(result.losses), result.num_nonfinite
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options)
     def _evaluate(params: Any, key: jax.Array, reference: Any) -> dict[str, jax.Array]:
         q = build_fn(params)
         x, log_q = q.experimental_sample_and_log_prob(budget.eval_draws, seed=key)
@@ -298,13 +304,18 @@ def _tfp_method(target: Any, method: str, budget: Budget) -> MethodRun:
     return MethodRun(fit=fit, evaluate=evaluate)
 
 
-def make_method(target: Any, method: str, budget: Budget) -> MethodRun:
-    """Builds the fit and evaluation functions of `method` on `target`."""
+def make_method(target: Any, method: str, budget: Budget, *,
+                compiler_options: Optional[dict[str, Any]] = None) -> MethodRun:
+    """Builds the fit and evaluation functions of `method` on `target`.
+
+    `compiler_options` (XLA options, see `emf_jax.fit_vi`) apply to the emf_jax and TFP
+    methods; the NumPyro peers compile with their defaults.
+    """
     if method in PEER_METHODS:
         from benchmarks import _numpyro_peers
 
         return _numpyro_peers.make_peer(target, method, budget)
-    return _tfp_method(target, method, budget)
+    return _tfp_method(target, method, budget, compiler_options=compiler_options)
 
 
 # ----------------------------------------------------------------------------- running
@@ -356,7 +367,8 @@ def _run_seeds(run: MethodRun, method: str, learning_rate: float, seeds: Sequenc
 
 
 def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
-               reference: Optional[Reference], *, log: Callable[[str], None] = print
+               reference: Optional[Reference], *, log: Callable[[str], None] = print,
+               compiler_options: Optional[dict[str, Any]] = None
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fits `method` on `target` once per seed (and learning rate) and evaluates every fit.
 
@@ -367,7 +379,7 @@ def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
       ``(record, extras)``: the JSON-able per-seed metrics, and the first seed's loss trace
       and surrogate draws (for plots).
     """
-    run = make_method(target, method, budget)
+    run = make_method(target, method, budget, compiler_options=compiler_options)
     ref_draws = None if reference is None else reference.draws
     runs = {}
     all_fit_seconds = []
@@ -396,16 +408,20 @@ def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
         "device": device_name(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if compiler_options and method not in PEER_METHODS:
+        record["compiler_options"] = dict(compiler_options)
     return record, extras
 
 
 def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequence[int], *,
                log: Callable[[str], None] = print, plot_path: Optional[Path] = None,
-               save: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+               save: Optional[Callable[[dict[str, Any]], None]] = None,
+               compiler_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Runs every method on one target; returns the target's JSON record.
 
     `save(record)`, if given, is called after each method with the record so far (so that
-    an interrupted run keeps the methods it finished).
+    an interrupted run keeps the methods it finished). `compiler_options` go to
+    `make_method`.
     """
     from emf_jax import models
 
@@ -435,7 +451,8 @@ def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequenc
                 continue
         try:
             record["methods"][method], extras[method] = run_method(
-                target, method, budget, seeds, reference, log=log)
+                target, method, budget, seeds, reference, log=log,
+                compiler_options=compiler_options)
         except Exception as err:  # noqa: BLE001 - a failing method must not stop the others
             message = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             log(f"  {METHODS[method]}: FAILED ({message})")
@@ -523,7 +540,9 @@ def target_table(name: str, record: dict[str, Any]) -> str:
                 _fmt(s["khat"], digits=2, bold=best["khat"] == method),
                 f"{entry['first_fit_seconds']:.1f}",
                 ("—" if steady is None else f"{steady:.1f}")
-                + ("" if entry.get("device", "cpu") == "cpu" else f" ({entry['device']})"),
+                + ("" if entry.get("device", "cpu") == "cpu" else f" ({entry['device']})")
+                + "".join(f" (XLA {k}={v})" for k, v in
+                          entry.get("compiler_options", {}).items()),
                 f"{len(entry['seeds'])}" + (f" ({nonfinite} steps skipped)" if nonfinite else "")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -628,6 +647,67 @@ def plot_target(path: Path, name: str, record: dict[str, Any], extras: dict[str,
     plt.close(fig)
 
 
+def _symlog_axis(ax: Any, values: Sequence[float], linthresh: float) -> None:
+    """A symlog x axis with about five decade ticks on each side that has values."""
+    ax.set_xscale("symlog", linthresh=linthresh)
+    low = math.floor(math.log10(linthresh))
+    top = math.ceil(math.log10(max(abs(v) for v in values)))
+    decades = sorted(set(np.linspace(low, top, min(5, top - low + 1)).round().astype(int)))
+    ticks = [0.0]
+    if max(values) > 0:
+        ticks += [10.0 ** d for d in decades]
+    if min(values) < 0:
+        ticks += [-(10.0 ** d) for d in decades]
+    ax.set_xticks(sorted(ticks), [f"{t:.0e}" if t else "0" for t in sorted(ticks)],
+                  rotation=30, fontsize=7)
+
+
+def plot_metrics(path: Path, name: str, record: dict[str, Any]) -> None:
+    """-ELBO and log q(ref) per method (mean ± SEM over seeds), from the saved record.
+
+    Unlike `plot_target` it needs no fit of this process, so every target gets one even when
+    its methods ran in separate processes. Methods without a result are listed with their
+    status; an axis whose values span several orders of magnitude is symlog.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in METHODS if m in record["methods"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 0.45 * len(methods) + 1.6), sharey=True)
+    for ax, key, label in ((axes[0], "neg_elbo", "-ELBO (lower is better)"),
+                           (axes[1], "log_q_ref", "log q(reference draws) (higher is better)")):
+        values = []
+        for row, method in enumerate(methods):
+            entry = record["methods"][method]
+            stat = _method_stats(entry)[key] if entry["status"] == "ok" else None
+            if stat is None or not np.isfinite(stat[0]):
+                why = entry["status"] if entry["status"] != "ok" else (
+                    "not measured" if stat is None else "not finite")
+                ax.annotate(why[:60], (0.01, row), xycoords=("axes fraction", "data"),
+                            va="center", fontsize=7, color="0.4")
+                continue
+            ax.errorbar(stat[0], row, xerr=np.nan_to_num(stat[1]), fmt="o",
+                        color="C3" if method == "gemf_t" else "C0", capsize=3)
+            values.append(stat[0])
+        if key == "neg_elbo" and record.get("log_evidence") is not None:
+            ax.axvline(-record["log_evidence"], color="0.5", ls="--", lw=1,
+                       label="-log p(y) (the floor)")
+            ax.legend(loc="lower right", fontsize=7)
+        magnitudes = np.abs(values)
+        if values and magnitudes.max() > 1e3 * max(np.median(magnitudes), 1.0):
+            _symlog_axis(ax, values, linthresh=max(float(np.median(magnitudes)), 1.0))
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(methods)), [METHODS[m] for m in methods])
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{name}: mean ± SEM over seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -663,6 +743,18 @@ def _merge_target(name: str, record: dict[str, Any]) -> Callable[[dict[str, Any]
     return update
 
 
+def _option_value(text: str) -> Any:
+    """A command-line option value as a bool, int or float where it reads as one."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """The command line (see the module docstring); returns the accumulated results."""
     from emf_jax import models
@@ -689,6 +781,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                         action="append", default=[],
                         help="record METHOD as 'not run (REASON)' on the selected targets "
                              "(kept only where no result exists)")
+    parser.add_argument("--xla-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="an XLA compiler option for the emf_jax/TFP methods' programs, "
+                             "e.g. xla_disable_hlo_passes=fusion (recorded per method)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--table-only", action="store_true",
@@ -718,6 +813,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     if num_seeds < 1:
         parser.error(f"--seeds must be >= 1, got {num_seeds}")
 
+    compiler_options = {}
+    for option in args.xla_option:
+        name, sep, value = option.partition("=")
+        if not sep or not name:
+            parser.error(f"--xla-option expects NAME=VALUE, got {option!r}")
+        compiler_options[name] = _option_value(value)
+
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"vi_{args.mode}.json"
@@ -735,7 +837,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 name, methods, budget, list(range(num_seeds)),
                 log=lambda line: print(line, flush=True),
                 plot_path=None if args.no_plots else out_dir / f"vi_{args.mode}_{name}.png",
-                save=lambda rec, name=name: _update_results(json_path, _merge_target(name, rec)))
+                save=lambda rec, name=name: _update_results(json_path, _merge_target(name, rec)),
+                compiler_options=compiler_options or None)
             results = _update_results(json_path, _merge_target(name, record))
     for method, _ in args.mark_not_run:
         if method not in METHODS:
@@ -749,6 +852,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                     entry["methods"][method] = {"status": f"not run ({reason})"}
 
     results = _update_results(json_path, mark)
+    if not args.no_plots:
+        for name in targets:
+            if name in results["targets"]:
+                plot_metrics(out_dir / f"vi_{args.mode}_{name}_metrics.png", name,
+                             results["targets"][name])
     report = write_report(results, args.mode, out_dir)
     print(f"\nwritten: {report}")
     print(report.read_text())

@@ -37,6 +37,7 @@ to the order of floating-point reductions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Mapping
@@ -243,7 +244,37 @@ def _run_chunk(params: PyTree, opt_state: PyTree, key: jax.Array, first_step: ja
     return params, opt_state, losses, num_nonfinite
 
 
-_run_chunk_jit = jax.jit(_run_chunk, static_argnames=("loss_fn", "optimizer", "chunk_size"))
+_CHUNK_STATIC_ARGS = ("loss_fn", "optimizer", "chunk_size")
+_run_chunk_jit = jax.jit(_run_chunk, static_argnames=_CHUNK_STATIC_ARGS)
+
+# XLA compiler options as a sorted tuple of (name, value) pairs: hashable, one cache entry
+# per distinct set.
+_CompilerOptions = tuple
+
+
+def _freeze_compiler_options(options: Mapping[str, Any] | None) -> _CompilerOptions:
+    """Checks `compiler_options` and returns it in hashable form (`()` for none)."""
+    if options is None:
+        return ()
+    if not isinstance(options, Mapping):
+        raise TypeError("`compiler_options` must be a mapping of XLA option names to values, "
+                        f"got {type(options).__name__}.")
+    for name, value in options.items():
+        if not isinstance(name, str):
+            raise TypeError(f"`compiler_options` keys must be strings, got {name!r}.")
+        if not isinstance(value, (str, bool, int, float)):
+            raise TypeError(f"`compiler_options[{name!r}]` must be a str, bool, int or float, "
+                            f"got {type(value).__name__}.")
+    return tuple(sorted(options.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def _chunk_runner(compiler_options: _CompilerOptions) -> Callable[..., Any]:
+    """The jitted chunk program compiled with `compiler_options` (one per distinct set)."""
+    if not compiler_options:
+        return _run_chunk_jit
+    return jax.jit(_run_chunk, static_argnames=_CHUNK_STATIC_ARGS,
+                   compiler_options=dict(compiler_options))
 
 # A chunk hook: `hook(steps_done, params, opt_state) -> (stop, postfix)`.
 _ChunkHook = Callable[[int, PyTree, PyTree], "tuple[bool, dict[str, Any]]"]
@@ -268,7 +299,8 @@ def _minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: A
               num_steps: int, key: jax.Array, args: tuple, chunk_size: int,
               opt_state: PyTree | None, start_step: int, progress_bar: bool,
               description: str, chunk_hook: _ChunkHook | None = None,
-              stacklevel: int = 2, plan: DataParallel | None = None) -> tuple[FitResult, int]:
+              stacklevel: int = 2, plan: DataParallel | None = None,
+              compiler_options: _CompilerOptions = ()) -> tuple[FitResult, int]:
     """The engine behind the public functions; returns the result and the steps run."""
     params = jax.tree.map(_as_strong_array, params)
     if opt_state is None:
@@ -279,6 +311,7 @@ def _minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: A
         # Everything the chunk reads lives on every device; the loss splits the work.
         params, opt_state, key, args = plan.replicate((params, opt_state, key, args))
     static_loss, static_opt = _static(loss_fn), _static(optimizer)
+    run_chunk = _chunk_runner(compiler_options)
 
     chunk_losses = []
     num_nonfinite = jnp.zeros((), jnp.int32)
@@ -288,7 +321,7 @@ def _minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: A
               dynamic_ncols=True) as bar:
         while steps_done < num_steps:
             num_active = min(chunk_size, num_steps - steps_done)
-            params, opt_state, losses, skipped = _run_chunk_jit(
+            params, opt_state, losses, skipped = run_chunk(
                 params, opt_state, key, np.int32(start_step + steps_done),
                 np.int32(num_active), args, loss_fn=static_loss, optimizer=static_opt,
                 chunk_size=chunk_size)
@@ -324,7 +357,8 @@ def _minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: A
 def minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: Any,
              num_steps: int, seed: Seed, args: tuple = (), chunk_size: int = 100,
              opt_state: PyTree | None = None, start_step: int = 0,
-             progress_bar: bool = True, description: str = "minimize") -> FitResult:
+             progress_bar: bool = True, description: str = "minimize",
+             compiler_options: Mapping[str, Any] | None = None) -> FitResult:
     """Minimises a stochastic loss with an optax optimiser, in jit-compiled scan chunks.
 
     Step `t` (global index, starting at `start_step`) evaluates
@@ -353,6 +387,10 @@ def minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: An
         run when resuming so that the step seeds continue the earlier sequence.
       progress_bar: whether to show a tqdm progress bar.
       description: label of the progress bar and of warnings.
+      compiler_options: XLA options for compiling the training program, passed to
+        `jax.jit(..., compiler_options=...)`. On the CPU, ``{"xla_disable_hlo_passes":
+        "fusion"}`` keeps the compile time of long Python-loop models (one variable per
+        time step) linear in their length; see the performance guide in the docs.
 
     Returns:
       A `FitResult(params, opt_state, losses, num_nonfinite)`.
@@ -379,7 +417,8 @@ def minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: An
     result, _ = _minimize(loss_fn, params, optimizer=optimizer, num_steps=num_steps,
                           key=_as_key(seed), args=tuple(args), chunk_size=chunk_size,
                           opt_state=opt_state, start_step=start_step,
-                          progress_bar=progress_bar, description=description)
+                          progress_bar=progress_bar, description=description,
+                          compiler_options=_freeze_compiler_options(compiler_options))
     return result
 
 
@@ -436,7 +475,8 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
            gradient_estimator: Any = tfp.vi.GradientEstimators.REPARAMETERIZATION,
            chunk_size: int = 100, opt_state: PyTree | None = None, start_step: int = 0,
            progress_bar: bool = True, mesh: Any = None,
-           devices: Any = None) -> FitResult:
+           devices: Any = None,
+           compiler_options: Mapping[str, Any] | None = None) -> FitResult:
     """Fits a surrogate posterior `build_fn(params)` to an unnormalised target density.
 
     The loss of a step is `tfp.vi.monte_carlo_variational_loss` of the surrogate against
@@ -471,6 +511,10 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
         Carlo draws of each step across all its devices (data parallel; parameters are
         replicated). Their number must be a multiple of the number of devices.
       devices: a list of devices instead of `mesh` (a one-axis mesh over them).
+      compiler_options: XLA options for compiling the training program, passed to
+        `jax.jit(..., compiler_options=...)`. On the CPU, ``{"xla_disable_hlo_passes":
+        "fusion"}`` keeps the compile time of long Python-loop models (one variable per
+        time step) linear in their length; see the performance guide in the docs.
 
     Returns:
       A `FitResult(params, opt_state, losses, num_nonfinite)`; `losses` are the per-step
@@ -513,7 +557,8 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
         loss_fn, params, optimizer=optimizer, num_steps=_check_int("num_steps", num_steps, 0),
         key=_as_key(seed), args=(), chunk_size=_check_int("chunk_size", chunk_size, 1),
         opt_state=opt_state, start_step=_check_int("start_step", start_step, 0),
-        progress_bar=progress_bar, description="fit_vi", plan=plan)
+        progress_bar=progress_bar, description="fit_vi", plan=plan,
+        compiler_options=_freeze_compiler_options(compiler_options))
     return result
 
 
@@ -703,13 +748,22 @@ def _mean_nll(build_fn: Any, params: PyTree, data: PyTree) -> jax.Array:
 _mean_nll_jit = jax.jit(_mean_nll, static_argnums=0)
 
 
+@functools.lru_cache(maxsize=None)
+def _mean_nll_runner(compiler_options: _CompilerOptions) -> Callable[..., Any]:
+    """The jitted validation loss compiled with `compiler_options`."""
+    if not compiler_options:
+        return _mean_nll_jit
+    return jax.jit(_mean_nll, static_argnums=0, compiler_options=dict(compiler_options))
+
+
 def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
                 optimizer: Any, num_steps: int, batch_size: int, seed: Seed,
                 validation_fraction: float = 0.0, validation_data: Any = None,
                 patience: int | None = None, chunk_size: int = 100,
                 opt_state: PyTree | None = None, start_step: int = 0,
                 progress_bar: bool = True, mesh: Any = None,
-                devices: Any = None) -> DensityFitResult:
+                devices: Any = None,
+                compiler_options: Mapping[str, Any] | None = None) -> DensityFitResult:
     """Fits a density `build_fn(params)` to data by minibatch maximum likelihood.
 
     Each step draws `batch_size` training rows uniformly with replacement (all rows, in
@@ -746,6 +800,10 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         parallel; parameters and data are replicated). `batch_size` must be a multiple of
         the number of devices.
       devices: a list of devices instead of `mesh` (a one-axis mesh over them).
+      compiler_options: XLA options for compiling the training and validation programs, passed to
+        `jax.jit(..., compiler_options=...)`. On the CPU, ``{"xla_disable_hlo_passes":
+        "fusion"}`` keeps the compile time of long Python-loop models (one variable per
+        time step) linear in their length; see the performance guide in the docs.
 
     Returns:
       A `DensityFitResult(params, opt_state, losses, num_nonfinite, validation_losses,
@@ -779,6 +837,7 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         plan.check_divisible(batch_size, "batch_size")
     chunk_size = _check_int("chunk_size", chunk_size, 1)
     start_step = _check_int("start_step", start_step, 0)
+    frozen_options = _freeze_compiler_options(compiler_options)
     if patience is not None:
         patience = _check_int("patience", patience, 1)
     if not 0.0 <= float(validation_fraction) < 1.0:
@@ -832,11 +891,12 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
     if valid is not None:
         valid = jax.tree.map(jnp.asarray, valid)
         static_build = _static(build_fn)
+        mean_nll = _mean_nll_runner(frozen_options)
         chunks_without_improvement = 0
 
         def hook(step: int, params: PyTree, opt_state: PyTree):
             nonlocal chunks_without_improvement
-            loss = float(_mean_nll_jit(static_build, params, valid))
+            loss = float(mean_nll(static_build, params, valid))
             validation_losses.append(loss)
             if loss < best["loss"] or (best["params"] is None and not math.isnan(loss)):
                 best.update(loss=loss, params=params, opt_state=opt_state, step=step)
@@ -851,7 +911,7 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         loss_fn, params, optimizer=optimizer, num_steps=num_steps,
         key=train_key, args=(train,), chunk_size=chunk_size, opt_state=opt_state,
         start_step=start_step, progress_bar=progress_bar, description="fit_density",
-        chunk_hook=hook, plan=plan)
+        chunk_hook=hook, plan=plan, compiler_options=frozen_options)
     if best["params"] is None:  # No validation (or only NaN losses): keep the last step.
         best.update(params=result.params, opt_state=result.opt_state,
                     step=start_step + steps_run)

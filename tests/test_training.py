@@ -91,6 +91,65 @@ def test_no_recompilation_across_chunks_and_calls():
     assert training._run_chunk_jit._cache_size() == size
 
 
+# Disabling XLA's fusion pass is the documented cure for slow CPU compiles of long
+# Python-loop models; the numbers must not change.
+_NO_FUSION = {"xla_disable_hlo_passes": "fusion"}
+
+
+def test_compiler_options_compile_one_program_per_option_set():
+    params = {"x": jnp.zeros(3)}
+    kwargs = dict(optimizer=_ADAM, num_steps=12, chunk_size=5, progress_bar=False)
+    default = minimize(_noisy_quadratic, params, seed=2, **kwargs)
+    runner = training._chunk_runner(training._freeze_compiler_options(_NO_FUSION))
+    assert runner is not training._run_chunk_jit
+    unfused = minimize(_noisy_quadratic, params, seed=2, compiler_options=_NO_FUSION, **kwargs)
+    np.testing.assert_allclose(unfused.losses, default.losses, rtol=1e-5)
+    np.testing.assert_allclose(unfused.params["x"], default.params["x"], rtol=1e-5)
+    # An equal option set (another dict object) reuses the compiled program.
+    size = runner._cache_size()
+    minimize(_noisy_quadratic, params, seed=3, compiler_options=dict(_NO_FUSION), **kwargs)
+    assert runner._cache_size() == size
+
+
+def test_compiler_options_reach_xla():
+    # XLA itself rejects an option it does not know: proof that the options are passed on.
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        minimize(_noisy_quadratic, {"x": jnp.zeros(2)}, optimizer=_ADAM, num_steps=2,
+                 seed=0, chunk_size=2, progress_bar=False,
+                 compiler_options={"xla_no_such_option": True})
+
+
+@pytest.mark.parametrize("options, message", [
+    ([("xla_disable_hlo_passes", "fusion")], "must be a mapping"),
+    ({1: "fusion"}, "keys must be strings"),
+    ({"xla_disable_hlo_passes": ["fusion"]}, "must be a str, bool, int or float"),
+])
+def test_compiler_options_are_checked(options, message):
+    with pytest.raises(TypeError, match=message):
+        fit_vi(tfd.Normal(0.0, 1.0).log_prob, _normal_build,
+               {"loc": jnp.zeros(()), "raw_scale": jnp.zeros(())}, optimizer=_ADAM,
+               num_steps=2, seed=0, progress_bar=False, compiler_options=options)
+
+
+def test_fit_vi_and_fit_density_pass_compiler_options():
+    vi_params = {"loc": jnp.zeros(()), "raw_scale": jnp.zeros(())}
+    target = tfd.Normal(1.0, 0.5).log_prob
+    vi = [fit_vi(target, _normal_build, vi_params, optimizer=_ADAM, num_steps=20,
+                 sample_size=4, seed=0, chunk_size=10, progress_bar=False,
+                 compiler_options=options) for options in (None, _NO_FUSION)]
+    np.testing.assert_allclose(vi[1].losses, vi[0].losses, rtol=1e-5)
+    data = np.random.default_rng(4).normal(1.0, 2.0, 300).astype(np.float32)
+    fits = [fit_density(_normal_build, vi_params, data, optimizer=_ADAM, num_steps=20,
+                        batch_size=50, seed=0, validation_fraction=0.2, chunk_size=10,
+                        progress_bar=False, compiler_options=options)
+            for options in (None, _NO_FUSION)]
+    np.testing.assert_allclose(fits[1].losses, fits[0].losses, rtol=1e-5)
+    np.testing.assert_allclose(fits[1].validation_losses, fits[0].validation_losses,
+                               rtol=1e-5)
+    assert training._mean_nll_runner(
+        training._freeze_compiler_options(_NO_FUSION))._cache_size() >= 1
+
+
 def test_resume_equals_one_run():
     optimizer = _ADAM
     params = {"x": jnp.zeros(3)}

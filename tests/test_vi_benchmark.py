@@ -33,6 +33,7 @@ def test_quick_benchmark_at_the_tiniest_size_writes_a_finite_table(tmp_path, mon
 
     table = (tmp_path / "vi_quick.md").read_text()
     assert (tmp_path / "vi_quick_binary_tree_linear_4.png").stat().st_size > 10_000
+    assert (tmp_path / "vi_quick_binary_tree_linear_4_metrics.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "vi_quick.json").read_text())
     assert saved == json.loads(json.dumps(results))
     record = saved["targets"]["binary_tree_linear_4"]
@@ -120,6 +121,8 @@ def test_table_rendering(tmp_path):
                     "gemf_t": _fake_entry((2.5, -1.0, 0.3)),
                     "iaf": _fake_entry((2.2, -2.0, 0.4)),
                     "asvi": {"status": "not run (compile time)"}}}}}
+    results["targets"]["toy"]["methods"]["gemf_t"]["compiler_options"] = {
+        "xla_disable_hlo_passes": "fusion"}
     path = vi.write_report(results, "full", tmp_path)
     text = path.read_text()
     # mean ± SEM over seeds: 2.2 + 0.1 s for s = 0, 1, 2 -> 2.3 ± 0.1 / sqrt(3) * sqrt(1)
@@ -130,6 +133,20 @@ def test_table_rendering(tmp_path):
     assert "| ASVI | not run (compile time) |" in text
     assert "| toy | IAF (2.300) | 2.600 (2/3) | GEMF-T (-1.000) | -1.000 (1/3) |" in text
     assert "exact -log p(y) = 2.0000" in text
+    gemf_row = next(line for line in text.splitlines() if line.startswith("| GEMF-T |"))
+    assert "(XLA xla_disable_hlo_passes=fusion)" in gemf_row
+    # The metrics plot comes from the saved record alone, with a log-like axis where the
+    # values span many orders of magnitude.
+    results["targets"]["toy"]["methods"]["iaf"]["per_seed"]["log_q_ref"] = [-1e9] * 3
+    vi.plot_metrics(tmp_path / "toy.png", "toy", results["targets"]["toy"])
+    assert (tmp_path / "toy.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("text, value", [
+    ("fusion", "fusion"), ("true", True), ("False", False), ("3", 3), ("0.5", 0.5)])
+def test_xla_option_values(text, value):
+    parsed = vi._option_value(text)
+    assert parsed == value and type(parsed) is type(value)
 
 
 def test_command_line_errors(tmp_path):
@@ -141,6 +158,8 @@ def test_command_line_errors(tmp_path):
         vi.main(["--quick", "--methods", "nope", "--out-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         vi.main(["--targets", "eight_schools"])  # a mode is required
+    with pytest.raises(SystemExit):
+        vi.main(["--quick", "--xla-option", "no_equals_sign", "--out-dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())
 
 
