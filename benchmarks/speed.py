@@ -448,8 +448,7 @@ def format_compile_table(rows: Sequence[dict[str, Any]], steps: Sequence[int]) -
                 cells.append(r["note"])
             else:
                 cells.append(f"{r['build_s']:.1f} + {r['compile_s']:.1f} s "
-                             f"(CPU {r['build_cpu_s']:.1f} + {r['compile_cpu_s']:.1f} s); "
-                             f"step {r['ms_per_step']:.1f} ms")
+                             f"(CPU {r['build_cpu_s']:.1f} + {r['compile_cpu_s']:.1f} s)")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -547,9 +546,9 @@ def write_report(settings: Settings, speed_rows: Optional[list], compile_rows: O
             "## Compile time of the GEMF-T step against the number of steps T",
             "",
             "Each cell: build s + first-call s (wall, then this process's CPU time) of the "
-            "GEMF-T step on the Brownian bridge, and the wall time of a later step (mean of "
-            "10), in a fresh process, limit "
-            f"{settings.compile_timeout:.0f} s of wall time per process.",
+            "GEMF-T step on the Brownian bridge, in a fresh process, under a wall-time limit "
+            "per process (--compile-timeout, 600 s by default; a cell \"> N s\" ran past "
+            "its limit N).",
             "",
             format_compile_table(compile_rows, settings.compile_steps),
             "",
