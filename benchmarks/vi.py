@@ -8,6 +8,8 @@ Usage (from the repository root)::
     python -m benchmarks.vi --full --methods gemf_t iaf --steps 3000
     python -m benchmarks.vi --smoke --out-dir /tmp/x # seconds: what the CI test runs
     python -m benchmarks.vi --full --table-only      # rewrite the table from saved results
+    python -m benchmarks.vi --full --targets van_der_pol_bridge_r --methods gemf_t \
+        --xla-option xla_disable_hlo_passes=fusion   # XLA options for emf_jax/TFP programs
 
 Methods (one fixed budget for all, stated in the table's header): mean field, full-rank
 Gaussian (one flat vector), ASVI and IAF (``emf_jax.baselines``; IAF has tanh conditioners,
@@ -31,7 +33,9 @@ Metrics, each as mean ± standard error over seeds:
 
 Results are kept per target and method in ``benchmarks/results/vi_{mode}.json`` (so that a
 ``--full`` run can be done in parts: each run updates the targets and methods it ran), and
-rendered to ``vi_{mode}.md`` with one plot per target, ``vi_{mode}_{target}.png`` (loss
+rendered to ``vi_{mode}.md`` with two plots per target: ``vi_{mode}_{target}_metrics.png``
+(-ELBO and log q(ref) per method, drawn from the saved results, so also for targets run in
+parts) and, when the target's methods ran in one process, ``vi_{mode}_{target}.png`` (loss
 traces of the first seed and each surrogate's marginals against the reference draws).
 """
 from __future__ import annotations
