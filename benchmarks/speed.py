@@ -37,9 +37,9 @@ published data, else data simulated from the model with seed 0), written two way
   pass disabled (``compiler_options=NO_FUSION``, as ``emf_jax.fit_vi`` accepts it).
 
 **Compile-time table**: the GEMF-T step on the bridge for T = 30, 100, 300, 1000 in each
-form (``--compile-forms`` picks some; the others keep their last rows), each in a fresh process (so that no cache helps) with a time limit
-(``--compile-timeout``): build time and first-call time. A run past the limit is reported as
-"> limit".
+form (``--compile-forms`` picks some; the others keep their last rows), each in a fresh
+process (so that no cache helps) with a time limit (``--compile-timeout``): build time and
+first-call time. A run past the limit is reported as "> limit".
 
 Tables are printed and written to ``benchmarks/results/speed.md`` (``speed_quick.md`` with
 ``--quick``), with the machine, the versions and the settings.
