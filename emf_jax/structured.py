@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
+from emf_jax.apply import apply_forward, apply_inverse
 from emf_jax.gates import DEFAULT_INITIAL_GATE, gate_logit
-from emf_jax.tracing import ModelTrace, split_pins, trace_model, walk_model
+from emf_jax.tracing import ModelTrace, trace_model, walk_model
 from emf_jax.transforms import transform_for
-from emf_jax.transforms.markov_chain import apply_forward, apply_inverse
 
 tfd = tfp.distributions
 tfb = tfp.bijectors

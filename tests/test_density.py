@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 from tensorflow_probability.substrates import jax as tfp
 
-from emf_jax import templates, training
+from emf_jax import templates
+from emf_jax.training import engine
 from emf_jax.density import build_emf_density_stateless, model_params_of
 from emf_jax.training import fit_density, structure_data
 
@@ -206,11 +207,11 @@ def test_bad_data_is_rejected_before_compiling(bad, error, message, hierarchical
         data = flat > 0
     elif bad == "strings":
         data = flat.astype(str)
-    before = training._run_chunk_jit._cache_size()
+    before = engine._run_chunk_jit._cache_size()
     with pytest.raises(error, match=message):
         fit_density(build_fn, init_fn(jax.random.key(0)), data, optimizer=optax.adam(1e-3),
                     num_steps=5, batch_size=10, seed=0, progress_bar=False)
-    assert training._run_chunk_jit._cache_size() == before
+    assert engine._run_chunk_jit._cache_size() == before
 
 
 def test_flat_data_split_in_the_model_variable_order(hierarchical_density):

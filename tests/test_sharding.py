@@ -63,7 +63,7 @@ def _worker() -> None:
 
     # The compiled loss really splits the draws: a cross-device reduction appears.
     plan = sharding.data_parallel(mesh)
-    loss = training._VariationalLoss(pinned.unnormalized_log_prob, build_fn, 16, 1,
+    loss = training.VariationalLoss(pinned.unnormalized_log_prob, build_fn, 16, 1,
                                      tfp.vi.kl_reverse,
                                      tfp.vi.GradientEstimators.REPARAMETERIZATION, plan)
     hlo = jax.jit(loss).lower(plan.replicate(params),

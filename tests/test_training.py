@@ -10,7 +10,7 @@ import optax
 import pytest
 from tensorflow_probability.substrates import jax as tfp
 
-from emf_jax import training
+from emf_jax.training import engine, losses
 from emf_jax.training import (DensityFitResult, FitResult, fit_density, fit_vi, minimize,
                               structure_data)
 
@@ -67,28 +67,28 @@ def test_no_recompilation_across_chunks_and_calls():
 
     optimizer = optax.adam(0.05)
     params = {"x": jnp.zeros(4)}
-    cache_before = training._run_chunk_jit._cache_size()
+    cache_before = engine._run_chunk_jit._cache_size()
     # 3 chunks of 10, the last one partial (5 real steps).
     first = minimize(loss_fn, params, optimizer=optimizer, num_steps=25, seed=0,
                      chunk_size=10, progress_bar=False)
     traces_after_first = len(traces)
     assert traces_after_first > 0
-    assert training._run_chunk_jit._cache_size() == cache_before + 1
+    assert engine._run_chunk_jit._cache_size() == cache_before + 1
     # A second call with the same function, optimizer and shapes: other step count, other
     # seed, resumed state; no new trace and no new compiled program.
     minimize(loss_fn, first.params, optimizer=optimizer, num_steps=7, seed=3,
              chunk_size=10, opt_state=first.opt_state, start_step=25, progress_bar=False)
     assert len(traces) == traces_after_first
-    assert training._run_chunk_jit._cache_size() == cache_before + 1
+    assert engine._run_chunk_jit._cache_size() == cache_before + 1
     # fit_vi builds its loss object anew on each call; equal objects share the program.
     build, target = _normal_build, tfd.Normal(0.0, 1.0).log_prob
     vi_params = {"loc": jnp.zeros(()), "raw_scale": jnp.zeros(())}
     fit_vi(target, build, vi_params, optimizer=optimizer, num_steps=3, seed=0, chunk_size=2,
            progress_bar=False)
-    size = training._run_chunk_jit._cache_size()
+    size = engine._run_chunk_jit._cache_size()
     fit_vi(target, build, vi_params, optimizer=optimizer, num_steps=5, seed=1, chunk_size=2,
            progress_bar=False)
-    assert training._run_chunk_jit._cache_size() == size
+    assert engine._run_chunk_jit._cache_size() == size
 
 
 # Disabling XLA's fusion pass is the documented cure for slow CPU compiles of long
@@ -100,8 +100,8 @@ def test_compiler_options_compile_one_program_per_option_set():
     params = {"x": jnp.zeros(3)}
     kwargs = dict(optimizer=_ADAM, num_steps=12, chunk_size=5, progress_bar=False)
     default = minimize(_noisy_quadratic, params, seed=2, **kwargs)
-    runner = training._chunk_runner(training._freeze_compiler_options(_NO_FUSION))
-    assert runner is not training._run_chunk_jit
+    runner = engine._chunk_runner(engine.freeze_compiler_options(_NO_FUSION))
+    assert runner is not engine._run_chunk_jit
     unfused = minimize(_noisy_quadratic, params, seed=2, compiler_options=_NO_FUSION, **kwargs)
     np.testing.assert_allclose(unfused.losses, default.losses, rtol=1e-5)
     np.testing.assert_allclose(unfused.params["x"], default.params["x"], rtol=1e-5)
@@ -146,8 +146,8 @@ def test_fit_vi_and_fit_density_pass_compiler_options():
     np.testing.assert_allclose(fits[1].losses, fits[0].losses, rtol=1e-5)
     np.testing.assert_allclose(fits[1].validation_losses, fits[0].validation_losses,
                                rtol=1e-5)
-    assert training._mean_nll_runner(
-        training._freeze_compiler_options(_NO_FUSION))._cache_size() >= 1
+    assert losses.mean_nll_runner(
+        engine.freeze_compiler_options(_NO_FUSION))._cache_size() >= 1
 
 
 def test_resume_equals_one_run():
@@ -492,9 +492,9 @@ def test_fit_density_validation_fraction_split_is_deterministic():
 
 
 def _assert_no_compile(fn):
-    before = training._run_chunk_jit._cache_size()
+    before = engine._run_chunk_jit._cache_size()
     fn()
-    assert training._run_chunk_jit._cache_size() == before
+    assert engine._run_chunk_jit._cache_size() == before
 
 
 @pytest.mark.parametrize("bad, error, message", [
@@ -560,3 +560,17 @@ def test_fit_density_option_errors():
     with pytest.raises(ValueError, match="non-integer values"):
         fit_density(lambda p: tfd.Categorical(logits=p["loc"] + jnp.zeros(3)), params,
                     data + 0.5, **kwargs)
+
+
+def test_loss_is_traced_once_per_compile():
+    traces = []
+
+    def loss(p, seed):
+        traces.append(None)
+        return jnp.sum((p - 1.0) ** 2)
+
+    result = minimize(loss, jnp.zeros(3), optimizer=optax.sgd(0.1), num_steps=5, seed=0,
+                      chunk_size=3, progress_bar=False)
+    # Two chunks (3 + 2 masked-to-3 steps) share one compiled program: one trace in all.
+    assert len(traces) == 1
+    assert result.losses.shape == (5,) and bool(jnp.all(jnp.isfinite(result.losses)))

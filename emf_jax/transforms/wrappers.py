@@ -81,7 +81,7 @@ def transformed_distribution_transform(dist: Any) -> Transform:
     Example:
       >>> import jax.numpy as jnp
       >>> from tensorflow_probability.substrates import jax as tfp
-      >>> from emf_jax.transforms.markov_chain import apply_forward
+      >>> from emf_jax.apply import apply_forward
       >>> t = transformed_distribution_transform(tfp.distributions.LogNormal(0., 1.))
       >>> _, x, _ = apply_forward(t, jnp.ones(()))
       >>> type(t.support_bijector).__name__, round(float(x), 4)     # x = exp(e)
