@@ -38,7 +38,7 @@ class _FlatTarget:
     """The pinned model's log density on one flat unconstrained vector."""
 
     def __init__(self, pinned: Any):
-        from emf_jax._structure import flat_latent_layout
+        from emf_jax.internal import flat_latent_layout
 
         layout = flat_latent_layout(pinned)
         self.pinned = pinned

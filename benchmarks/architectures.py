@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from emf_jax import baselines, models
-from emf_jax.surrogates import build_emf_surrogate_posterior_stateless
+from emf_jax import diagnostics, models
+from emf_jax.surrogates import build_surrogate_stateless
 from emf_jax.training import fit_vi
 
 TARGET = "brownian_bridge_r_gym"
@@ -52,17 +52,12 @@ METHODS = BASELINES + ARCHITECTURES
 def builders(pinned: Any, hidden_units: Sequence[int]) -> dict[str, tuple[Callable, Callable,
                                                                             float]]:
     """method -> (init_fn, build_fn, learning rate)."""
-    table: dict[str, tuple[Callable, Callable, float]] = {
-        "mean-field": (*baselines.build_mean_field_surrogate_stateless(pinned), 1e-2),
-        "full-rank": (*baselines.build_full_rank_surrogate_stateless(pinned), 1e-2),
-        "asvi": (*baselines.build_asvi_surrogate_stateless(pinned), 1e-2),
-        "iaf": (*baselines.build_iaf_surrogate_stateless(pinned, hidden_units=hidden_units),
-                1e-3),
-    }
-    for name in ARCHITECTURES:
-        table[name] = (*build_emf_surrogate_posterior_stateless(
-            pinned, architecture=name, hidden_units=hidden_units),
-            1e-2 if name == "structured" else 1e-3)
+    table: dict[str, tuple[Callable, Callable, float]] = {}
+    for name in METHODS:
+        gaussian = name in ("mean-field", "full-rank", "asvi")
+        options = {} if gaussian else {"hidden_units": hidden_units}
+        lr = 1e-2 if gaussian or name == "structured" else 1e-3
+        table[name] = (*build_surrogate_stateless(name, pinned, **options), lr)
     return table
 
 
@@ -110,11 +105,6 @@ def run(methods: Sequence[str], seeds: int, steps: int, sample_size: int,
         # seed after the first reuses the program.
         optimizer = optax.adam(lr)
 
-        @jax.jit
-        def elbo(params, key, build_fn=build_fn):
-            x, log_q = build_fn(params).experimental_sample_and_log_prob(ELBO_SAMPLES, seed=key)
-            return jnp.mean(pinned.unnormalized_log_prob(x) - log_q)
-
         elbos, fit_seconds = [], []
         for seed in range(seeds):
             start = time.perf_counter()
@@ -124,7 +114,12 @@ def run(methods: Sequence[str], seeds: int, steps: int, sample_size: int,
                          progress_bar=progress)
             jax.block_until_ready(fit.params)
             fit_seconds.append(time.perf_counter() - start)
-            elbos.append(float(elbo(fit.params, jax.random.key(10_000 + seed))))
+            estimate = diagnostics.elbo(pinned.unnormalized_log_prob, build_fn(fit.params),
+                                        num_draws=ELBO_SAMPLES, seed=10_000 + seed)
+            if estimate.num_nonfinite:
+                print(f"  {method} seed {seed}: {estimate.num_nonfinite} of {ELBO_SAMPLES} "
+                      "ELBO draws were not finite")
+            elbos.append(estimate.mean)
         compile_s, ms_per_step = step_timing(pinned.unnormalized_log_prob, build_fn,
                                              init_fn(jax.random.key(0)), lr, sample_size)
         elbos_arr = np.array(elbos)

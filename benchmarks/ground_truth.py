@@ -369,7 +369,7 @@ def make_ground_truth(
     import jax.numpy as jnp
 
     from emf_jax import models
-    from emf_jax.models._common import split_flat
+    from emf_jax.internal import split_flat
 
     target = models.get_target(name, seed=data_seed, dtype=jnp.float64)
     result = run_nuts(target, settings=settings, seed=seed)

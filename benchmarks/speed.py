@@ -97,8 +97,8 @@ def observed_steps(num_steps: int) -> np.ndarray:
 def bridge_data(num_steps: int) -> np.ndarray:
     """inference_gym's data for T = 30, else a path simulated from the model (seed 0)."""
     if num_steps == 30:
-        from emf_jax.models import _data
-        return np.asarray(_data.GYM_BROWNIAN_BRIDGE_OBS, np.float32)
+        from emf_jax.internal import GYM_BROWNIAN_BRIDGE_OBS
+        return np.asarray(GYM_BROWNIAN_BRIDGE_OBS, np.float32)
     rng = np.random.default_rng(0)
     path = np.cumsum(rng.normal(0.0, INNOVATION_SCALE, num_steps))
     steps = observed_steps(num_steps)
@@ -178,7 +178,7 @@ def _numpyro_stepper(pinned: Any, settings: Settings) -> Stepper:
     from numpyro.infer.autoguide import AutoIAFNormal
     from numpyro.optim import optax_to_numpyro
 
-    from emf_jax._structure import flat_latent_layout
+    from emf_jax.internal import flat_latent_layout
 
     layout = flat_latent_layout(pinned)
     unflatten = layout.unflatten_bijector()  # the bridge is unconstrained: no support map

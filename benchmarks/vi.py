@@ -170,7 +170,7 @@ def load_reference(target: Any, num_draws: int, *, seed: int = 0) -> Optional[Re
     Returns:
       A :class:`Reference`, or None when no ground truth is available.
     """
-    from emf_jax import models
+    from emf_jax import internal, models
 
     pinned = target.pinned_model
     names = list(pinned.event_shape._fields)
@@ -187,7 +187,7 @@ def load_reference(target: Any, num_draws: int, *, seed: int = 0) -> Optional[Re
         mean = np.concatenate([np.reshape(exact.mean[n], -1) for n in names])
         flat = rng.multivariate_normal(mean, exact.covariance, size=num_draws,
                                        method="cholesky")
-        parts = models._common.split_flat(flat, names, shapes)  # noqa: SLF001
+        parts = internal.split_flat(flat, names, shapes)
         source = "exact Gaussian posterior"
     else:
         from benchmarks import ground_truth

@@ -13,6 +13,11 @@ the documentation shows them without keeping a second copy in `docs/`:
   matches (the benchmark has not been run yet), a note says that COMMAND produces it, so the
   build stays strict and honest.
 
+The formulas render offline: `on_post_build` copies MathJax 3 (the ``es5`` bundle and its
+fonts, from the ``django-static-mathjax`` package of the docs extra, which holds nothing but
+MathJax's files) into the site under ``assets/mathjax/``, and mkdocs.yml loads it from there
+instead of from a CDN.
+
 `ExampleSections` is a griffe extension (loaded by mkdocstrings from this file, see
 mkdocs.yml): the project's docstrings title their doctests "Example:", which griffe's Google
 parser does not know; it reads them as "Examples:" so they render as code. It also shows
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +73,32 @@ def on_files(files: Files, config: Any) -> Files:
         uri = f"{SITE_PREFIX}/{path.relative_to(RESULTS_DIR).as_posix()}"
         files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files
+
+
+MATHJAX_SITE_DIR = "assets/mathjax"
+
+
+def _mathjax_source() -> Path:
+    """The directory of MathJax 3's ``es5`` bundle inside the installed package."""
+    try:
+        import mathjax  # the django-static-mathjax distribution: static files only
+    except ImportError as err:
+        raise RuntimeError("the docs need MathJax: pip install -e '.[docs]' (the "
+                           "django-static-mathjax package ships it)") from err
+    source = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    if not (source / "tex-mml-chtml.js").is_file():
+        raise RuntimeError(f"no MathJax es5 bundle at {source}")
+    return source
+
+
+def on_post_build(config: Any) -> None:
+    source = _mathjax_source()
+    target = Path(config["site_dir"]) / MATHJAX_SITE_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "tex-mml-chtml.js", target / "tex-mml-chtml.js")
+    # CommonHTML output loads its fonts relative to the script's own URL.
+    fonts = Path("output") / "chtml" / "fonts"
+    shutil.copytree(source / fonts, target / fonts, dirs_exist_ok=True)
 
 
 def _relink(text: str, base: str) -> str:

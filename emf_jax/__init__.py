@@ -12,10 +12,12 @@ from emf_jax.checkpoint import load
 from emf_jax.checkpoint import save
 from emf_jax.density import build_emf_density_stateless
 from emf_jax.distribution import EmbeddedFlowDistribution
+from emf_jax.embedded_bijector import EmbeddedFlowBijector
 from emf_jax.structured import StructuredLayer
 from emf_jax.structured import build_structured_layer_stateless
 from emf_jax.structured import standard_normal_like
 from emf_jax.surrogates import build_emf_surrogate_posterior_stateless
+from emf_jax.surrogates import build_surrogate_stateless
 from emf_jax.tracing import ModelTrace
 from emf_jax.tracing import VariableRecord
 from emf_jax.tracing import trace_model
@@ -31,6 +33,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "DensityFitResult",
+    "EmbeddedFlowBijector",
     "EmbeddedFlowDistribution",
     "FitResult",
     "ModelTrace",
@@ -42,6 +45,7 @@ __all__ = [
     "build_emf_density_stateless",
     "build_emf_surrogate_posterior_stateless",
     "build_structured_layer_stateless",
+    "build_surrogate_stateless",
     "datasets",
     "diagnostics",
     "fit_density",

@@ -15,12 +15,11 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from emf_jax import baselines, models
-from emf_jax.surrogates import build_emf_surrogate_posterior_stateless
+from emf_jax import diagnostics, models
+from emf_jax.surrogates import build_surrogate_stateless
 from emf_jax.training import fit_vi
 
 TARGET = "brownian_bridge_r_gym"
@@ -30,18 +29,20 @@ ELBO_SAMPLES = 4000
 def _methods(pinned: Any) -> dict[str, tuple[Callable, Callable, float]]:
     """name -> (init_fn, build_fn, learning rate)."""
     return {
-        "mean field": (*baselines.build_mean_field_surrogate_stateless(pinned), 1e-2),
-        "ASVI": (*baselines.build_asvi_surrogate_stateless(pinned), 1e-2),
-        "IAF": (*baselines.build_iaf_surrogate_stateless(pinned, hidden_units=(512, 512)), 1e-3),
-        "GEMF-T": (*build_emf_surrogate_posterior_stateless(
-            pinned, architecture="gemf-t", hidden_units=(512, 512)), 1e-3),
+        "mean field": (*build_surrogate_stateless("mean-field", pinned), 1e-2),
+        "ASVI": (*build_surrogate_stateless("asvi", pinned), 1e-2),
+        "IAF": (*build_surrogate_stateless("iaf", pinned, hidden_units=(512, 512)), 1e-3),
+        "GEMF-T": (*build_surrogate_stateless("gemf-t", pinned, hidden_units=(512, 512)), 1e-3),
     }
 
 
 def _elbo(pinned: Any, surrogate: Any, seed: jax.Array) -> tuple[float, float]:
-    x, log_q = surrogate.experimental_sample_and_log_prob(ELBO_SAMPLES, seed=seed)
-    values = pinned.unnormalized_log_prob(x) - log_q
-    return float(jnp.mean(values)), float(jnp.std(values) / np.sqrt(ELBO_SAMPLES))
+    estimate = diagnostics.elbo(pinned.unnormalized_log_prob, surrogate,
+                                num_draws=ELBO_SAMPLES, seed=seed)
+    if estimate.num_nonfinite:
+        print(f"  ({estimate.num_nonfinite} of {ELBO_SAMPLES} draws had a non-finite "
+              "log weight and were left out of the ELBO)")
+    return estimate.mean, estimate.sem
 
 
 def _marginals(surrogate: Any, seed: jax.Array) -> tuple[np.ndarray, np.ndarray]:

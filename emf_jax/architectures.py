@@ -1,42 +1,101 @@
-"""Embedded-model flow architectures: where the structured layer sits among the flow layers.
+"""Embedded-model flow architectures: each one a chain of named stages.
 
-The names are defined here once and shared by the surrogate-posterior and density builders.
-Reading each from the noise ``z ~ N(0, I_D)`` (D = total unconstrained size of the latents):
+An architecture is a tuple of stages read from the noise ``z ~ N(0, I_D)`` (D = total
+unconstrained size of the latents) to the model's values, in the manner of optax's
+``named_chain`` and distrax's ``Chain``. The names are defined here once, in `ARCHITECTURES`,
+and shared by the surrogate-posterior and density builders:
 
-=================  ==========================================================================
-``"gemf-t"``       backbone, then the gated structured layer on top (the paper's GEMF-T)
-``"emf-t"``        as gemf-t, ungated
-``"gemf-m"``       first half of the backbone, gated structured layer (to unconstrained
-                   space), second half, then each variable's support
+=================  ================================================  ==========================
+name               stages (noise → values)                           what it is
+=================  ================================================  ==========================
+``"gemf-t"``       backbone, map_and_support                         the paper's GEMF-T
+``"emf-t"``        backbone, map_and_support (ungated)               EMF-T
+``"gemf-m"``       backbone[0], map, backbone[1], support            structured layer mid-way
 ``"emf-m"``        as gemf-m, ungated
-``"gemf-b"``       gated structured layer first (to unconstrained space), then the backbone,
-                   then each variable's support
+``"gemf-b"``       map, backbone, support                            structured layer first
 ``"emf-b"``        as gemf-b, ungated
-``"flow"``         the backbone alone, then each variable's support (e.g. the IAF baseline)
-``"structured"``   the gated structured layer alone
-=================  ==========================================================================
+``"flow"``         backbone, support                                 the backbone alone (IAF)
+``"structured"``   map_and_support                                   the gated layer alone
+=================  ================================================  ==========================
 
-"Each variable's support" is the second half of the structured layer (``parts="support"``):
-each variable's support bijector, conditioned on its parents, so that samples always land in
-the model's support whatever the flow layers do. Built-in backbones start as the exact
-identity, so every architecture starts exactly at its structured layer (the model's prior when
-ungated).
+The stage kinds:
+
+- ``backbone[i]``: segment ``i`` of the backbone flow (`make_backbone`) on the flat vector;
+  the middle placement splits the backbone's layers into two segments.
+- ``map``: the (gated) structured layer to unconstrained values ``u`` (``parts="map"``).
+- ``support``: each variable's support bijector given its parents (``parts="support"``), so
+  that samples land in the model's support whatever the flow stages do.
+- ``map_and_support``: both at once (the whole structured layer).
+
+One generic fold runs the chain forward and one in reverse (`EmbeddedFlow`). Values change
+representation only where the stage kind changes: flow stages work on the flat vector
+``[..., D]``, structured stages on a list of per-variable parts, and the model's structure
+(a ``StructTuple``, dict or list) is built once, at the end. Every architecture with a
+backbone has the same parameter keys: ``{"backbone": (segment params, ...), "structured":
+{...}}``; `migrate_params` converts the layouts of earlier versions (``{"lower", "upper",
+...}``, a bare backbone) and `emf_jax.load` applies it.
+
+Adding an architecture is one row of `ARCHITECTURES`. Built-in backbones start as the exact
+identity, so every architecture starts exactly at its structured layer (the model's prior
+when ungated).
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from emf_jax import checkpoint
 from emf_jax import flows as flows_lib
 from emf_jax.gates import DEFAULT_INITIAL_GATE
-from emf_jax.structured import build_structured_layer_stateless
-from emf_jax.tracing import ModelTrace
+from emf_jax.structured import (StructuredLayer, build_structured_layer_stateless,
+                                resolve_model)
+from emf_jax.tracing import ModelTrace, trace_model
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "BACKBONES",
+    "EmbeddedFlow",
+    "FlowFactory",
+    "LatentLayout",
+    "Stage",
+    "build_embedded_flow",
+    "get_architecture",
+    "make_backbone",
+    "migrate_params",
+]
 
 Array = jax.Array
 Params = dict
+
+# The stage kinds of the structured layer and the `StructuredLayer` parts they apply.
+_STRUCTURED_PARTS = {"map": "map", "support": "support", "map_and_support": "map_and_support"}
+STAGE_KINDS = ("backbone",) + tuple(_STRUCTURED_PARTS)
+
+
+class Stage(NamedTuple):
+    """One stage of an architecture's chain.
+
+    Attributes:
+      kind: "backbone" (a segment of the backbone flow, on the flat vector), "map",
+        "support" or "map_and_support" (the structured layer's parts).
+      segment: for a backbone stage, the index of its segment (the middle placement has
+        two); 0 otherwise.
+
+    Example:
+      >>> Stage("backbone", 1)
+      Stage(kind='backbone', segment=1)
+    """
+
+    kind: str
+    segment: int = 0
+
+    def __str__(self) -> str:
+        return f"backbone[{self.segment}]" if self.kind == "backbone" else self.kind
 
 
 class Architecture(NamedTuple):
@@ -44,28 +103,41 @@ class Architecture(NamedTuple):
 
     Attributes:
       name: the name.
-      placement: "top", "middle", "bottom", "none" (backbone only) or "only" (no backbone).
+      placement: where the structured layer sits: "top", "middle", "bottom", "none"
+        (backbone only) or "only" (no backbone).
       gated: whether the structured layer is gated.
+      stages: the chain, read from the noise to the values (see the module docstring).
 
     Example:
-      >>> ARCHITECTURES["gemf-m"]
-      Architecture(name='gemf-m', placement='middle', gated=True)
+      >>> arch = ARCHITECTURES["gemf-m"]
+      >>> arch.placement, arch.gated, [str(s) for s in arch.stages]
+      ('middle', True, ['backbone[0]', 'map', 'backbone[1]', 'support'])
     """
 
     name: str
     placement: str
     gated: bool
+    stages: tuple[Stage, ...]
 
+    @property
+    def num_backbone_segments(self) -> int:
+        """How many backbone segments the chain holds (0, 1 or 2)."""
+        return sum(stage.kind == "backbone" for stage in self.stages)
+
+
+_TOP = (Stage("backbone"), Stage("map_and_support"))
+_MIDDLE = (Stage("backbone", 0), Stage("map"), Stage("backbone", 1), Stage("support"))
+_BOTTOM = (Stage("map"), Stage("backbone"), Stage("support"))
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("gemf-t", "top", True),
-    Architecture("emf-t", "top", False),
-    Architecture("gemf-m", "middle", True),
-    Architecture("emf-m", "middle", False),
-    Architecture("gemf-b", "bottom", True),
-    Architecture("emf-b", "bottom", False),
-    Architecture("flow", "none", False),
-    Architecture("structured", "only", True),
+    Architecture("gemf-t", "top", True, _TOP),
+    Architecture("emf-t", "top", False, _TOP),
+    Architecture("gemf-m", "middle", True, _MIDDLE),
+    Architecture("emf-m", "middle", False, _MIDDLE),
+    Architecture("gemf-b", "bottom", True, _BOTTOM),
+    Architecture("emf-b", "bottom", False, _BOTTOM),
+    Architecture("flow", "none", False, (Stage("backbone"), Stage("support"))),
+    Architecture("structured", "only", True, (Stage("map_and_support"),)),
 )}
 
 BACKBONES = ("iaf", "maf", "realnvp", "nsf")
@@ -190,24 +262,117 @@ class EmbeddedFlow(NamedTuple):
     architecture: Architecture
 
 
-def _flattener(trace: ModelTrace):
-    latents = trace.latents
-    shapes = [tuple(r.unconstrained_shape) for r in latents]
-    sizes = [int(np.prod(s)) for s in shapes]
-    offsets = np.cumsum([0] + sizes)
+class LatentLayout(NamedTuple):
+    """The flat view of a model's latents: one vector ``[..., D]`` ↔ a list of parts.
 
-    def unflatten(z: Array) -> Any:
+    Part ``i`` is latent ``i`` of the trace (program order) with its unconstrained shape;
+    the flat vector concatenates the flattened parts in that order.
+
+    Attributes:
+      shapes: each latent's unconstrained shape.
+      offsets: the start of each part in the flat vector, then D.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> layout = LatentLayout(((), (2,)), (0, 1, 3))
+      >>> parts = layout.to_parts(jnp.arange(6.0).reshape(2, 3))
+      >>> [p.shape for p in parts], layout.to_flat(parts).shape, layout.event_size
+      ([(2,), (2, 2)], (2, 3), 3)
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, trace: ModelTrace) -> "LatentLayout":
+        """The layout of a traced model's latents."""
+        shapes = tuple(tuple(r.unconstrained_shape) for r in trace.latents)
+        offsets = tuple(int(o) for o in np.cumsum([0] + [int(np.prod(s)) for s in shapes]))
+        return cls(shapes, offsets)
+
+    @property
+    def event_size(self) -> int:
+        """D, the size of the flat vector."""
+        return self.offsets[-1]
+
+    def to_parts(self, z: Array) -> list[Array]:
+        """Splits ``z[..., D]`` into the per-latent parts ``[..., *shape_i]``."""
         batch = z.shape[:-1]
-        parts = [z[..., offsets[i]:offsets[i + 1]].reshape(batch + shapes[i])
-                 for i in range(len(shapes))]
-        return trace.unflatten(parts)
+        return [z[..., self.offsets[i]:self.offsets[i + 1]].reshape(batch + shape)
+                for i, shape in enumerate(self.shapes)]
 
-    def flatten(tree: Any) -> Array:
-        leaves = trace.flatten(tree)
-        batch = leaves[0].shape[:leaves[0].ndim - len(shapes[0])]
-        return jnp.concatenate([leaf.reshape(batch + (-1,)) for leaf in leaves], axis=-1)
+    def to_flat(self, parts: Sequence[Array]) -> Array:
+        """Concatenates per-latent parts into ``[..., D]`` (the inverse of `to_parts`)."""
+        first = parts[0]
+        batch = first.shape[:first.ndim - len(self.shapes[0])]
+        return jnp.concatenate([p.reshape(batch + (-1,)) for p in parts], axis=-1)
 
-    return int(offsets[-1]), flatten, unflatten
+
+def migrate_params(tree: Any) -> Any:
+    """Converts embedded-flow parameters of earlier layouts to the current one.
+
+    Earlier versions stored the middle placement's backbone as ``{"lower": ..., "upper":
+    ...}`` next to ``"structured"``, and the other placements' backbone as one flow's
+    parameters under ``"backbone"``. Now every architecture with a backbone stores a tuple
+    of segment parameters under ``"backbone"``. The conversion applies to every dict in
+    `tree` that has a ``"structured"`` entry, so it converts optimizer states (whose
+    moments mirror the parameters) as well; anything else is returned unchanged.
+
+    Args:
+      tree: a pytree (parameters, an optimizer state, or a dict holding them).
+
+    Returns:
+      The tree in the current layout.
+
+    Example:
+      >>> old = {"lower": {"w": 1}, "upper": {"w": 2}, "structured": {}}
+      >>> migrate_params(old)
+      {'backbone': ({'w': 1}, {'w': 2}), 'structured': {}}
+      >>> migrate_params({"backbone": {"w": 1}, "structured": {}})
+      {'backbone': ({'w': 1},), 'structured': {}}
+    """
+    if isinstance(tree, dict):
+        tree = {k: migrate_params(v) for k, v in tree.items()}
+        if "structured" in tree:
+            if "lower" in tree and "upper" in tree:
+                lower, upper = tree.pop("lower"), tree.pop("upper")
+                tree = {"backbone": (lower, upper), **tree}
+            elif "backbone" in tree and not isinstance(tree["backbone"], (tuple, list)):
+                tree = {**tree, "backbone": (tree["backbone"],)}
+        return tree
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        return type(tree)(migrate_params(v) for v in tree)
+    if hasattr(tree, "_fields"):  # Named tuples (optax states) keep their type.
+        return type(tree)(*[migrate_params(v) for v in tree])
+    return tree
+
+
+_OLD_SEGMENT_KEYS = {"['lower']": "['backbone'][0]", "['upper']": "['backbone'][1]"}
+
+
+@checkpoint.register_path_migration
+def _migrate_key_path(path: str) -> str:
+    """A stored leaf path in the layout before stage chains -> its path now (`emf_jax.load`).
+
+    ``['lower']`` / ``['upper']`` (the middle placement's halves) become backbone segments 0
+    and 1; a bare ``['backbone']`` (one flow's parameters) becomes segment 0.
+    """
+    for old, new in _OLD_SEGMENT_KEYS.items():
+        path = path.replace(old, new)
+    return re.sub(r"\['backbone'\](?!\[\d)", "['backbone'][0]", path)
+
+
+def _segment_layers(arch: Architecture, num_backbone_layers: int) -> tuple[int, ...]:
+    """The number of backbone layers in each segment of the chain."""
+    segments = arch.num_backbone_segments
+    if segments == 0:
+        return ()
+    if num_backbone_layers < segments:
+        raise ValueError(f"architecture {arch.name!r} needs num_backbone_layers >= {segments}, "
+                         f"got {num_backbone_layers}")
+    if segments == 1:
+        return (num_backbone_layers,)
+    return (num_backbone_layers // 2, num_backbone_layers - num_backbone_layers // 2)
 
 
 def build_embedded_flow(
@@ -233,7 +398,8 @@ def build_embedded_flow(
         parameters, under ``params["structured"]["model"]``); None for a fixed model.
       architecture: a name of `ARCHITECTURES` (see the module docstring).
       backbone: "iaf", "maf", "realnvp", "nsf" or a flow factory (see `make_backbone`).
-      num_backbone_layers: flow layers in the backbone (at least 2 for the middle placement).
+      num_backbone_layers: flow layers in the backbone, split over its segments (at least
+        one per segment: 2 for the middle placement).
       hidden_units: hidden layer sizes of each conditioner network.
       activation: the conditioners' activation.
       initial_gate: λ at initialisation.
@@ -257,85 +423,63 @@ def build_embedded_flow(
       ('gemf-t', 1, ['backbone', 'structured'])
     """
     arch = get_architecture(architecture)
+    segment_layers = _segment_layers(arch, num_backbone_layers)
+    model_fn, resolved_params = resolve_model(model, model_params)
+    trace = trace_model(model_fn(resolved_params))
     init_structured, build_structured = build_structured_layer_stateless(
-        model, gated=arch.gated, model_params=model_params, initial_gate=initial_gate)
-    trace = build_structured(init_structured(None)).trace
-    event_size, flatten, unflatten = _flattener(trace)
+        model, gated=arch.gated, model_params=model_params, initial_gate=initial_gate,
+        trace=trace)
+    layout = LatentLayout.of(trace)
     dtype = trace.latents[0].dtype
-    backbone_kwargs = dict(backbone_kwargs or {})
-    if arch.placement != "only" and num_backbone_layers < (2 if arch.placement == "middle"
-                                                           else 1):
-        raise ValueError(f"architecture {arch.name!r} needs num_backbone_layers >= "
-                         f"{2 if arch.placement == 'middle' else 1}, got {num_backbone_layers}")
-
-    def backbone_of(num_layers: int) -> flows_lib.Flow:
-        return make_backbone(backbone, event_size, num_layers=num_layers,
-                             hidden_units=hidden_units, activation=activation, dtype=dtype,
-                             **backbone_kwargs)
-
-    if arch.placement == "middle":
-        lower = backbone_of(num_backbone_layers // 2)
-        upper = backbone_of(num_backbone_layers - num_backbone_layers // 2)
-        flow_parts = {"lower": lower, "upper": upper}
-    elif arch.placement == "only":
-        flow_parts = {}
-    else:
-        flow_parts = {"backbone": backbone_of(num_backbone_layers)}
+    segments = tuple(
+        make_backbone(backbone, layout.event_size, num_layers=n, hidden_units=hidden_units,
+                      activation=activation, dtype=dtype, **dict(backbone_kwargs or {}))
+        for n in segment_layers)
 
     def init(key: Any) -> Params:
         key = jax.random.key(0) if key is None else key
-        keys = jax.random.split(key, max(1, len(flow_parts)))
-        params: Params = {name: flow.init(k) for (name, flow), k in zip(flow_parts.items(), keys)}
+        keys = jax.random.split(key, max(1, len(segments)))
+        params: Params = {}
+        if segments:
+            params["backbone"] = tuple(flow.init(k) for flow, k in zip(segments, keys))
         params["structured"] = init_structured(None)
         return params
 
-    def structured(params: Params, parts: str):
-        return build_structured(params["structured"], parts=parts)
+    def layer(params: Params, stage: Stage) -> StructuredLayer:
+        return build_structured(params["structured"], parts=_STRUCTURED_PARTS[stage.kind])
 
     def forward_and_log_det(params: Params, z: Array) -> tuple[Any, Array]:
-        placement = arch.placement
-        if placement == "only":
-            return structured(params, "map_and_support").forward_and_log_det(unflatten(z))
-        if placement == "top":
-            z, ldj0 = flow_parts["backbone"].forward_and_log_det(params["backbone"], z)
-            x, ldj1 = structured(params, "map_and_support").forward_and_log_det(unflatten(z))
-            return x, ldj0 + ldj1
-        if placement == "none":
-            z, ldj0 = flow_parts["backbone"].forward_and_log_det(params["backbone"], z)
-            x, ldj1 = structured(params, "support").forward_and_log_det(unflatten(z))
-            return x, ldj0 + ldj1
-        total = 0.0
-        if placement == "middle":
-            z, ldj = flow_parts["lower"].forward_and_log_det(params["lower"], z)
-            total = total + ldj
-        u, ldj = structured(params, "map").forward_and_log_det(unflatten(z))
-        total = total + ldj
-        upper = "upper" if placement == "middle" else "backbone"
-        z, ldj = flow_parts[upper].forward_and_log_det(params[upper], flatten(u))
-        total = total + ldj
-        x, ldj = structured(params, "support").forward_and_log_det(unflatten(z))
-        return x, total + ldj
+        value, is_flat = z, True
+        total = jnp.zeros(z.shape[:-1], z.dtype)
+        for stage in arch.stages:
+            if stage.kind == "backbone":
+                value = value if is_flat else layout.to_flat(value)
+                value, log_det = segments[stage.segment].forward_and_log_det(
+                    params["backbone"][stage.segment], value)
+                is_flat = True
+            else:
+                value = layout.to_parts(value) if is_flat else value
+                value, log_det = layer(params, stage).forward_parts_and_log_det(value)
+                is_flat = False
+            total = total + log_det
+        # Every chain ends with the support: the model's structure is built here, once.
+        return trace.unflatten(value), total
 
     def inverse_and_log_det(params: Params, values: Any) -> tuple[Array, Array]:
-        placement = arch.placement
-        if placement == "only":
-            e, ildj = structured(params, "map_and_support").inverse_and_log_det(values)
-            return flatten(e), ildj
-        if placement in ("top", "none"):
-            parts = "map_and_support" if placement == "top" else "support"
-            e, ildj1 = structured(params, parts).inverse_and_log_det(values)
-            z, ildj0 = flow_parts["backbone"].inverse_and_log_det(params["backbone"], flatten(e))
-            return z, ildj0 + ildj1
-        u, total = structured(params, "support").inverse_and_log_det(values)
-        upper = "upper" if placement == "middle" else "backbone"
-        z, ildj = flow_parts[upper].inverse_and_log_det(params[upper], flatten(u))
-        total = total + ildj
-        e, ildj = structured(params, "map").inverse_and_log_det(unflatten(z))
-        total = total + ildj
-        z = flatten(e)
-        if placement == "middle":
-            z, ildj = flow_parts["lower"].inverse_and_log_det(params["lower"], z)
-            total = total + ildj
-        return z, total
+        value, is_flat = trace.flatten(values), False
+        total = None
+        for stage in reversed(arch.stages):
+            if stage.kind == "backbone":
+                value = value if is_flat else layout.to_flat(value)
+                value, log_det = segments[stage.segment].inverse_and_log_det(
+                    params["backbone"][stage.segment], value)
+                is_flat = True
+            else:
+                value = layout.to_parts(value) if is_flat else value
+                value, log_det = layer(params, stage).inverse_parts_and_log_det(value)
+                is_flat = False
+            total = log_det if total is None else total + log_det
+        return (value if is_flat else layout.to_flat(value)), total
 
-    return EmbeddedFlow(init, forward_and_log_det, inverse_and_log_det, event_size, trace, arch)
+    return EmbeddedFlow(init, forward_and_log_det, inverse_and_log_det, layout.event_size,
+                        trace, arch)

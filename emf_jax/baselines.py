@@ -28,7 +28,8 @@ from jax.typing import DTypeLike
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax._structure import FlatLatentLayout, JointModel, flat_latent_layout
-from emf_jax.surrogates import build_emf_surrogate_posterior_stateless
+from emf_jax.architectures import build_embedded_flow
+from emf_jax.distribution import EmbeddedFlowDistribution
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -532,7 +533,14 @@ def build_iaf_surrogate_stateless(
       >>> bool((x["s"] > 0).all())
       True
     """
-    return build_emf_surrogate_posterior_stateless(
+    flow = build_embedded_flow(
         model, architecture="flow", backbone="iaf", num_backbone_layers=num_layers,
-        hidden_units=hidden_units, activation=activation, backbone_kwargs=backbone_kwargs,
-        name="iaf_surrogate")
+        hidden_units=hidden_units, activation=activation, backbone_kwargs=backbone_kwargs)
+
+    def init_fn(seed: Any = None) -> dict:
+        return flow.init(seed)
+
+    def build_fn(params: dict) -> EmbeddedFlowDistribution:
+        return EmbeddedFlowDistribution(flow, params, name="iaf_surrogate")
+
+    return init_fn, build_fn

@@ -33,14 +33,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-__all__ = ["load", "save"]
+__all__ = ["load", "register_path_migration", "save"]
 
 PyTree = Any
 
@@ -398,9 +398,64 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> PyTree:
             if len(used) != len(leaves):
                 raise _CheckpointError("malformed structure metadata (unused leaves)")
             return tree
-        return _fill_template(like, leaves, _scalar_infos(meta))
+        infos = _scalar_infos(meta)
+        try:
+            return _fill_template(like, leaves, infos)
+        except _CheckpointError as mismatch:
+            migrated = _migrated_order(like, infos)
+            if migrated is None:
+                raise mismatch
+            order, infos = migrated
+            return _fill_template(like, [leaves[i] for i in order], infos)
     except _CheckpointError as err:
         raise ValueError(f"cannot load checkpoint {path!r}: {err}.") from err
+
+
+# Functions ``old key path -> current key path`` registered by the modules whose parameter
+# layouts changed (e.g. `emf_jax.architectures`); tried in order when a file does not match
+# `like` as stored.
+_PATH_MIGRATIONS: list[Callable[[str], str]] = []
+
+
+def register_path_migration(migration: Callable[[str], str]) -> Callable[[str], str]:
+    """Registers a key-path rewrite that `load` tries when a file does not match `like`.
+
+    A migration maps a leaf's key path as stored (e.g. ``"['lower']['w']"``) to its path in
+    the current layout. `load` applies every registered migration in turn to all stored
+    paths and accepts the first that gives exactly the paths of `like` (in any order); the
+    leaves' shapes and dtypes are then checked as usual.
+
+    Args:
+      migration: ``migration(path) -> path``; it returns paths it does not know unchanged.
+
+    Returns:
+      `migration` itself (so that it can be used as a decorator).
+
+    Example:
+      >>> import os, tempfile, numpy as np
+      >>> path = os.path.join(tempfile.mkdtemp(), "old.npz")
+      >>> save(path, {"old_name": np.zeros(2)})
+      >>> _ = register_path_migration(lambda p: p.replace("['old_name']", "['new_name']"))
+      >>> sorted(load(path, like={"new_name": np.zeros(2)}))
+      ['new_name']
+      >>> _ = _PATH_MIGRATIONS.pop()  # (the example's migration is not kept)
+    """
+    _PATH_MIGRATIONS.append(migration)
+    return migration
+
+
+def _migrated_order(like: PyTree, infos: list[dict]) -> tuple[list[int], list[dict]] | None:
+    """The stored leaves' order and infos that match `like` after a migration, or None."""
+    wanted = [jax.tree_util.keystr(p) or "<root>"
+              for p, _ in jax.tree_util.tree_flatten_with_path(like)[0]]
+    for migration in _PATH_MIGRATIONS:
+        paths = [migration(info["path"]) for info in infos]
+        if len(set(paths)) != len(paths) or sorted(paths) != sorted(wanted):
+            continue
+        index = {p: i for i, p in enumerate(paths)}
+        order = [index[p] for p in wanted]
+        return order, [dict(infos[i], path=wanted[k]) for k, i in enumerate(order)]
+    return None
 
 
 def _scalar_infos(meta: dict) -> list[dict]:

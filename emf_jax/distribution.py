@@ -87,6 +87,24 @@ class EmbeddedFlowDistribution(tfd.Distribution):
         """The model's `ModelTrace`."""
         return self._flow.trace
 
+    @property
+    def bijector(self) -> Any:
+        """The whole trained flow as a `tfb.Bijector` from noise ``[z]`` to values.
+
+        As for `tfd.TransformedDistribution`: this distribution is the push-forward of
+        `noise_distribution` through it. Use it for NeuTra-style HMC
+        (`tfp.mcmc.TransformedTransitionKernel`); see `emf_jax.embedded_bijector`.
+        """
+        from emf_jax.embedded_bijector import EmbeddedFlowBijector
+        return EmbeddedFlowBijector(self._flow, self._params)
+
+    @property
+    def noise_distribution(self) -> Any:
+        """The base distribution of `bijector`: ``[z]`` with ``z ~ N(0, I_D)``."""
+        d = self._flow.event_size
+        return tfd.JointDistributionSequential(
+            [tfd.MultivariateNormalDiag(jnp.zeros((d,), self._noise_dtype))])
+
     def _event_shape(self):
         return self._event_shape_tree
 

@@ -41,8 +41,27 @@ _TensorShape = type(tfd.Normal(0.0, 1.0).event_shape)
 ModelOrFn = Union[Any, Callable[[Any], Any]]
 
 
-def _resolve_model(model: ModelOrFn, model_params: Any) -> tuple[Callable[[Any], Any], Any]:
-    """(model_fn, model_params) for a fixed model or a model-building function."""
+def resolve_model(model: ModelOrFn, model_params: Any) -> tuple[Callable[[Any], Any], Any]:
+    """``(model_fn, model_params)`` for a fixed model or a model-building function.
+
+    Args:
+      model: a joint distribution (pinned or not), or ``model_fn(model_params)``.
+      model_params: the initial parameters of a model function; None for a fixed model.
+
+    Returns:
+      ``(model_fn, model_params)``: a constant function and None for a fixed model.
+
+    Raises:
+      ValueError: `model_params` with a fixed model, or none with a model function.
+      TypeError: anything else.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> model = tfp.distributions.JointDistributionNamed({"a": tfp.distributions.Normal(0., 1.)})
+      >>> model_fn, params = resolve_model(model, None)
+      >>> model_fn(params) is model, params
+      (True, None)
+    """
     is_distribution = isinstance(model, tfd.JointDistribution) or hasattr(model, "pins")
     if is_distribution:
         if model_params is not None:
@@ -149,10 +168,24 @@ class StructuredLayer(tfb.Bijector):
 
     def forward_and_log_det(self, noise: Any) -> tuple[Any, Array]:
         """``(forward(noise), forward_log_det_jacobian(noise))`` in one pass."""
-        return self._batched(self._forward_event, noise, self._noise_shape)
+        out, log_det = self.forward_parts_and_log_det(self._trace.flatten(noise))
+        return self._trace.unflatten(out), log_det
 
     def inverse_and_log_det(self, values: Any) -> tuple[Any, Array]:
         """``(inverse(values), inverse_log_det_jacobian(values))`` in one pass."""
+        out, log_det = self.inverse_parts_and_log_det(self._trace.flatten(values))
+        return self._trace.unflatten(out), log_det
+
+    def forward_parts_and_log_det(self, noise: list) -> tuple[list, Array]:
+        """`forward_and_log_det` on a list of parts, one per latent in the trace's order.
+
+        The architectures' stage chains use this form, so the model's structure is built
+        once, at the end of the chain, rather than at every structured stage.
+        """
+        return self._batched(self._forward_event, noise, self._noise_shape)
+
+    def inverse_parts_and_log_det(self, values: list) -> tuple[list, Array]:
+        """`inverse_and_log_det` on a list of parts, one per latent in the trace's order."""
         return self._batched(self._inverse_event, values, self._value_shape)
 
     # -- tfb.Bijector protocol --------------------------------------------------------------
@@ -204,9 +237,11 @@ class StructuredLayer(tfb.Bijector):
     def _gate(self, name: str) -> Optional[Array]:
         return self._params["gates"][name] if self._gated else None
 
-    def _batched(self, event_fn, tree: Any, shape_of) -> tuple[Any, Array]:
+    def _batched(self, event_fn, flat: list, shape_of) -> tuple[list, Array]:
         latents = self._trace.latents
-        flat = self._trace.flatten(tree)
+        if len(flat) != len(latents):
+            raise ValueError(f"expected {len(latents)} parts (one per latent variable "
+                             f"{list(self._trace.latent_names)}), got {len(flat)}")
         batch_shape = None
         prepared = []
         for record, leaf in zip(latents, flat):
@@ -233,7 +268,7 @@ class StructuredLayer(tfb.Bijector):
         reshaped = [p.reshape((size,) + p.shape[len(batch_shape):]) for p in prepared]
         out, log_det = jax.vmap(event_fn)(reshaped)
         out = [o.reshape(batch_shape + o.shape[1:]) for o in out]
-        return self._trace.unflatten(out), log_det.reshape(batch_shape)
+        return out, log_det.reshape(batch_shape)
 
     def _forward_event(self, noise: list[Array]) -> tuple[list[Array], Array]:
         by_name = dict(zip(self._trace.latent_names, noise))
@@ -321,6 +356,7 @@ def build_structured_layer_stateless(
     model_params: Any = None,
     initial_gate: float = DEFAULT_INITIAL_GATE,
     per_step_gates: bool = False,
+    trace: Optional[ModelTrace] = None,
     validate_args: bool = False,
     name: str = "structured_layer",
 ) -> tuple[Callable[..., Params], Callable[[Params], StructuredLayer]]:
@@ -337,6 +373,8 @@ def build_structured_layer_stateless(
       per_step_gates: give each step of a `tfd.MarkovChain` variable its own gate (a ``[T]``
         vector) instead of one gate for the whole chain (the default: one λ per latent
         variable, a chain being one variable).
+      trace: the model's `ModelTrace` when the caller has it already (`trace_model` of the
+        model at `model_params`), so that the model is not traced twice; None traces it.
       validate_args: passed to the bijector.
       name: the bijector's name.
 
@@ -364,8 +402,9 @@ def build_structured_layer_stateless(
       >>> sorted(layer.forward(noise)._asdict())
       ['mu', 'x']
     """
-    model_fn, model_params = _resolve_model(model, model_params)
-    trace = trace_model(model_fn(model_params))
+    model_fn, model_params = resolve_model(model, model_params)
+    if trace is None:
+        trace = trace_model(model_fn(model_params))
     if not trace.latent_names:
         raise ValueError("the model has no latent variables: every variable is pinned")
     initial_logit = gate_logit(initial_gate)

@@ -1,13 +1,23 @@
-"""EMF surrogate posteriors for variational inference, in TFP's stateless-builder shape."""
+"""EMF surrogate posteriors for variational inference, in TFP's stateless-builder shape.
+
+`build_emf_surrogate_posterior_stateless` builds the embedded-model flows. `SURROGATES` names
+every surrogate the package builds from one model, the baselines included, and
+`build_surrogate_stateless(name, model, **options)` builds one by name: benchmarks and the
+demo use it, so a method has one spelling everywhere.
+"""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 
-from emf_jax.architectures import FlowFactory, build_embedded_flow
+from emf_jax import baselines
+from emf_jax.architectures import ARCHITECTURES, FlowFactory, build_embedded_flow
 from emf_jax.distribution import EmbeddedFlowDistribution
 from emf_jax.gates import DEFAULT_INITIAL_GATE
+
+__all__ = ["SURROGATES", "build_emf_surrogate_posterior_stateless", "build_surrogate_stateless"]
 
 Array = jax.Array
 
@@ -83,3 +93,45 @@ def build_emf_surrogate_posterior_stateless(
         return EmbeddedFlowDistribution(flow, params, name=name)
 
     return init_fn, build_fn
+
+
+SURROGATES: dict[str, Callable[..., tuple[Callable[..., Any], Callable[[Any], Any]]]] = {
+    "mean-field": baselines.build_mean_field_surrogate_stateless,
+    "full-rank": baselines.build_full_rank_surrogate_stateless,
+    "asvi": baselines.build_asvi_surrogate_stateless,
+    "iaf": baselines.build_iaf_surrogate_stateless,
+    **{name: functools.partial(build_emf_surrogate_posterior_stateless, architecture=name)
+       for name in ARCHITECTURES},
+}
+
+
+def build_surrogate_stateless(name: str, model: Any, **options: Any
+                              ) -> tuple[Callable[..., Any], Callable[[Any], Any]]:
+    """Builds the surrogate called `name` (a key of `SURROGATES`) for a pinned model.
+
+    Args:
+      name: "mean-field", "full-rank", "asvi", "iaf" (the baselines of `emf_jax.baselines`)
+        or an architecture name ("gemf-t", "emf-t", ..., see `emf_jax.architectures`).
+      model: the (pinned) joint distribution.
+      **options: keyword options of that builder (e.g. ``hidden_units``).
+
+    Returns:
+      ``(init_fn, build_fn)`` in TFP's stateless-builder shape.
+
+    Raises:
+      ValueError: for an unknown name (the message lists the known ones).
+
+    Example:
+      >>> import jax
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> model = tfd.JointDistributionNamed(dict(
+      ...     mu=tfd.Normal(0., 1.), y=lambda mu: tfd.Normal(mu, 1.))).experimental_pin(y=1.)
+      >>> init_fn, build_fn = build_surrogate_stateless("mean-field", model)
+      >>> build_fn(init_fn(jax.random.key(0))).sample(seed=jax.random.key(1))["mu"].shape
+      ()
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in SURROGATES:
+        raise ValueError(f"unknown surrogate {name!r}; choose one of {sorted(SURROGATES)}")
+    return SURROGATES[key](model, **options)

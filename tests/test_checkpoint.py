@@ -1,6 +1,7 @@
 """Tests of emf_jax.checkpoint: data-only save/load of pytrees."""
 import json
 import os
+import pathlib
 import re
 import zipfile
 
@@ -12,6 +13,7 @@ import optax
 import pytest
 from tensorflow_probability.substrates import jax as tfp
 
+import emf_jax
 from emf_jax import checkpoint
 from emf_jax.checkpoint import load, save
 
@@ -278,3 +280,55 @@ def test_save_rejects_non_array_leaves(path):
     with pytest.raises(TypeError, match=r"leaf \['o'\]: dtype object"):
         save(path, {"o": np.array([None], dtype=object)})
     assert not path.exists()
+
+
+# ------------------------------------------------------- checkpoints of earlier layouts
+
+_DATA = pathlib.Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("architecture", ["gemf-t", "gemf-m", "structured"])
+def test_checkpoints_written_before_the_stage_chains_load(architecture):
+    """tests/data holds params + Adam states saved by emf_jax before the stage-chain layout
+    (``{"lower", "upper", ...}`` for gemf-m, a bare backbone for gemf-t), with the draws and
+    log-densities they gave then."""
+    tfd = tfp.distributions
+
+    def program():
+        mu = yield tfd.Normal(0., 1., name="mu")
+        s = yield tfd.HalfNormal(1., name="s")
+        yield tfd.Sample(tfd.Normal(mu, s), 2, name="x")
+
+    pinned = tfd.JointDistributionCoroutineAutoBatched(program).experimental_pin(
+        x=jnp.array([0.5, 1.5]))
+    init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(
+        pinned, architecture=architecture, hidden_units=(4,), num_backbone_layers=2)
+    params = init_fn(jax.random.key(0))
+    like = {"params": params, "opt_state": optax.adam(1e-3).init(params)}
+    loaded = emf_jax.load(_DATA / f"checkpoint_v0_{architecture}.npz", like=like)
+    assert jax.tree.structure(loaded) == jax.tree.structure(like)
+    expected = np.load(_DATA / f"checkpoint_v0_{architecture}_expected.npz")
+    surrogate = build_fn(loaded["params"])
+    draws = surrogate.sample(3, seed=jax.random.key(1))
+    # Same parameters and noise: equal up to float32 rounding of the same operations.
+    np.testing.assert_allclose(draws.mu, expected["mu"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(draws.s, expected["s"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(surrogate.log_prob(draws), expected["log_prob"], rtol=1e-4,
+                               atol=1e-4)
+    # The optimizer state's moments were migrated along with the parameters.
+    assert jax.tree.structure(loaded["opt_state"][0].mu) == jax.tree.structure(params)
+
+
+def test_old_layout_still_rejected_when_no_migration_fits(tmp_path):
+    path = tmp_path / "other.npz"
+    emf_jax.save(path, {"lower": np.zeros(2), "structured": {}, "upper": np.zeros(3)})
+    with pytest.raises(ValueError, match="cannot load checkpoint"):
+        emf_jax.load(path, like={"backbone": (np.zeros(2), np.zeros(2)), "structured": {}})
+
+
+def test_migrate_params_converts_optimizer_states():
+    from emf_jax.architectures import migrate_params
+    old = {"lower": {"w": 1.0}, "upper": {"w": 2.0}, "structured": {"gates": {}}}
+    migrated = migrate_params([old, {"backbone": {"w": 3.0}, "structured": {}}])
+    assert migrated == [{"backbone": ({"w": 1.0}, {"w": 2.0}), "structured": {"gates": {}}},
+                        {"backbone": ({"w": 3.0},), "structured": {}}]

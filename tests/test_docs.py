@@ -67,6 +67,12 @@ def test_docs_site_builds(tmp_path):
     assert "build_structured_layer_stateless" in api
     # Docstring examples ("Example:" sections) render as code, prompts included.
     assert '<span class="gp">&gt;&gt;&gt; </span>' in api
+    # The formula renderer ships with the site: no page loads a script from the network.
+    assert (site / "assets" / "mathjax" / "tex-mml-chtml.js").stat().st_size > 100_000
+    assert list((site / "assets" / "mathjax" / "output" / "chtml" / "fonts").rglob("*.woff"))
+    concepts = (site / "concepts" / "index.html").read_text(encoding="utf-8")
+    assert "assets/mathjax/tex-mml-chtml.js" in concepts
+    assert not re.search(r'<script[^>]+src="https?://', concepts)
     # The benchmark tables of benchmarks/results/ are inlined by docs/hooks.py.
     reproducing = (site / "reproducing" / "index.html").read_text(encoding="utf-8")
     assert "eight_schools" in reproducing

@@ -160,3 +160,47 @@ def test_non_finite_steps_are_skipped_and_reported():
                                 seed=0, progress_bar=False)
     assert result.num_nonfinite > 0
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(result.params))
+
+
+@pytest.mark.parametrize("architecture", ["gemf-t", "gemf-m"])
+def test_the_whole_surrogate_is_a_drop_in_bijector_for_neutra_hmc(architecture):
+    model = MODELS["pinned_hierarchical"]()
+    init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(
+        model, architecture=architecture, **SMALL)
+    params = init_fn(jax.random.key(0))
+    leaves, treedef = jax.tree.flatten(params)
+    params = jax.tree.unflatten(treedef, [
+        leaf + 0.1 * jax.random.normal(jax.random.key(i), leaf.shape, leaf.dtype)
+        for i, leaf in enumerate(leaves)])
+    surrogate = build_fn(params)
+    bijector = surrogate.bijector
+    size = surrogate.flow.event_size
+
+    @jax.jit
+    def check(z):
+        values = bijector.forward([z])
+        pushed = tfd.TransformedDistribution(surrogate.noise_distribution, bijector)
+        return (values, bijector.inverse(values)[0], pushed.log_prob(values),
+                surrogate.log_prob(values))
+
+    z = jax.random.normal(jax.random.key(1), (5, size))
+    values, z_again, log_pushed, log_q = check(z)
+    assert jax.tree.structure(values) == jax.tree.structure(
+        model.sample_unpinned(seed=jax.random.key(2)))
+    np.testing.assert_allclose(z_again, z, atol=2e-4)
+    np.testing.assert_allclose(log_pushed, log_q, atol=2e-3, rtol=1e-4)
+
+    # HMC on the noise through TFP's TransformedTransitionKernel: its states are the model's
+    # values, pushed through the flow from the noise it moves. The chain starts from noise
+    # (`transformed_init_state`, TFP's documented way when the state changes structure).
+    kernel = tfp.mcmc.TransformedTransitionKernel(
+        tfp.mcmc.HamiltonianMonteCarlo(model.unnormalized_log_prob, step_size=0.1,
+                                       num_leapfrog_steps=3), bijector=bijector)
+    draws, accepted = jax.jit(lambda seed: tfp.mcmc.sample_chain(
+        num_results=20, current_state=bijector.forward([jnp.zeros((2, size))]), kernel=kernel,
+        previous_kernel_results=kernel.bootstrap_results(
+            transformed_init_state=[jnp.zeros((2, size))]),
+        trace_fn=lambda _, r: r.inner_results.is_accepted, seed=seed))(jax.random.key(3))
+    assert jax.tree.structure(draws) == jax.tree.structure(values)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(draws))
+    assert 0.0 < float(jnp.mean(accepted)) <= 1.0
