@@ -90,6 +90,15 @@ class FlatLatentLayout:
       structure: the model's latent structure (``StructTuple`` / ``dict`` / ``list``) with the
         part index ``0 .. n-1`` as leaves, as used by ``tfb.Restructure``.
       model: the model the layout describes.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> tfd = tfp.distributions
+      >>> model = tfd.JointDistributionNamed(
+      ...     {"w": tfd.Dirichlet([1., 1., 1.]), "s": tfd.HalfNormal(1.)})
+      >>> layout = flat_latent_layout(model)
+      >>> layout.names, layout.unconstrained_shapes, layout.total_size
+      (('w', 's'), ((2,), ()), 3)
     """
 
     names: tuple[str, ...]
@@ -178,7 +187,7 @@ def flat_latent_layout(model: JointModel) -> FlatLatentLayout:
       ...     y=lambda s: tfd.Normal(0.0, s)))
       >>> layout = flat_latent_layout(model.experimental_pin(y=0.5))
       >>> layout.names, layout.unconstrained_shapes, layout.total_size
-      (('s', 'w'), ((), (2,)), 3)
+      (('w', 's'), ((2,), ()), 3)
       >>> x = layout.flat_bijector().forward(jnp.zeros(3))
       >>> sorted(x), x['w'].shape
       (['s', 'w'], (3,))

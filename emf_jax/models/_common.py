@@ -263,7 +263,25 @@ def as_observations(values: np.ndarray, dtype: np.dtype) -> dict[str, jax.Array]
 def split_flat(
     flat: np.ndarray, names: Sequence[str], shapes: Sequence[tuple[int, ...]]
 ) -> dict[str, np.ndarray]:
-    """Splits the last axis of `flat` into named parts of the given event shapes."""
+    """Splits the last axis of `flat` into named parts of the given event shapes.
+
+    Args:
+      flat: an array ``[..., D]``.
+      names: the parts' names, in order.
+      shapes: their event shapes; their sizes must add up to ``D``.
+
+    Returns:
+      A dict ``name -> array [..., *shape]``.
+
+    Raises:
+      ValueError: when the sizes do not add up to ``D``.
+
+    Example:
+      >>> import numpy as np
+      >>> parts = split_flat(np.arange(6.0).reshape(2, 3), ["a", "b"], [(), (2,)])
+      >>> parts["a"].shape, parts["b"].shape
+      ((2,), (2, 2))
+    """
     out = {}
     start = 0
     for name, shape in zip(names, shapes):
