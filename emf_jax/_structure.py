@@ -187,7 +187,7 @@ def flat_latent_layout(model: JointModel) -> FlatLatentLayout:
       ...     y=lambda s: tfd.Normal(0.0, s)))
       >>> layout = flat_latent_layout(model.experimental_pin(y=0.5))
       >>> layout.names, layout.unconstrained_shapes, layout.total_size
-      (('w', 's'), ((2,), ()), 3)
+      (('s', 'w'), ((), (2,)), 3)
       >>> x = layout.flat_bijector().forward(jnp.zeros(3))
       >>> sorted(x), x['w'].shape
       (['s', 'w'], (3,))
