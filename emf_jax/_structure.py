@@ -25,6 +25,7 @@ import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.tracing import trace_model, walk_model
+from emf_jax.transforms.registry import UnsupportedDistributionError
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -235,7 +236,11 @@ def _inspect(model: JointModel) -> dict[str, Any]:
             f"nested joint distributions {partly} are pinned in part: TFP's pinned model drops "
             "such a part whole, so surrogates built on its event-space bijector cannot describe "
             "it; pin every part of it or none, or use the EMF surrogates (which trace it).")
-    trace = trace_model(model, check_transforms=False)
+    try:
+        trace = trace_model(model, check_transforms=False)
+    except UnsupportedDistributionError as err:  # a discrete latent
+        raise TypeError(f"{err} Only real-valued latents are supported (pin discrete variables "
+                        "or marginalise them out).") from err
     names = trace.value_names
     if not names:
         raise ValueError("The model has no latent (unpinned) variables to approximate.")

@@ -19,9 +19,11 @@ from tensorflow_probability.substrates import jax as tfp
 import emf_jax
 from emf_jax._structure import flat_latent_layout
 from emf_jax.architectures import build_embedded_flow
-from emf_jax.baselines import (build_asvi_surrogate_stateless,
-                               build_full_rank_surrogate_stateless,
-                               build_mean_field_surrogate_stateless)
+from emf_jax.baselines import (
+    build_asvi_surrogate_stateless,
+    build_full_rank_surrogate_stateless,
+    build_mean_field_surrogate_stateless,
+)
 from tests.bijector_checks import check_bijection
 
 tfd = tfp.distributions
@@ -64,9 +66,8 @@ def named_in_sequential(dtype, *, autobatched=True):
     jdn = tfd.JointDistributionNamedAutoBatched if autobatched else tfd.JointDistributionNamed
 
     def inner(scale):
-        return jdn(dict(
-            a=tfd.Normal(_c(0.0, dtype), scale),
-            b=lambda a: tfd.LogNormal(0.3 * a, _c(0.5, dtype))), name="h")
+        return jdn({"a": tfd.Normal(_c(0.0, dtype), scale),
+                    "b": lambda a: tfd.LogNormal(0.3 * a, _c(0.5, dtype))}, name="h")
 
     return jds([
         tfd.HalfNormal(_c(1.0, dtype), name="scale"),
@@ -325,7 +326,7 @@ def test_pin_of_a_whole_nested_part():
     trace = emf_jax.trace_model(model.experimental_pin(h=h))
     assert trace.latent_names == ("scale", "y")
     assert trace.record("h/a").pinned and trace.record("h/b").pinned
-    partly = emf_jax.trace_model(model.experimental_pin(h=dict(a=None, b=h["b"])))
+    partly = emf_jax.trace_model(model.experimental_pin(h={"a": None, "b": h["b"]}))
     assert partly.latent_names == ("scale", "h/a", "y")
     assert partly.unflatten([1.0, 2.0, 3.0]) == [1.0, {"a": 2.0}, 3.0]
 
@@ -338,8 +339,7 @@ def test_nested_markov_chain_keeps_the_scanned_path():
     layer = build_fn(init_fn(None))
     noise = layer.noise_distribution().sample(seed=jax.random.key(0))
     assert "scan" in str(jax.make_jaxpr(layer.forward)(noise))
-    per_step, build_per_step = emf_jax.build_structured_layer_stateless(
-        model, per_step_gates=True)
+    per_step, _ = emf_jax.build_structured_layer_stateless(model, per_step_gates=True)
     assert per_step(None)["gates"]["h/path"].shape == (6,)
 
 
@@ -456,8 +456,8 @@ def test_gemf_t_beats_mean_field_on_a_nested_model():
     """
     pinned = coroutine_in_coroutine(jnp.float32, steps=5).experimental_pin(y=2.0)
     target = pinned.unnormalized_log_prob
-    budget = dict(optimizer=optax.adam(1e-2), num_steps=400, seed=0, sample_size=8,
-                  chunk_size=400, progress_bar=False)
+    budget = {"optimizer": optax.adam(1e-2), "num_steps": 400, "seed": 0, "sample_size": 8,
+              "chunk_size": 400, "progress_bar": False}
     init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(
         pinned, hidden_units=(16,))
     emf = emf_jax.fit_vi(target, build_fn, init_fn(jax.random.key(0)), **budget)
@@ -467,3 +467,16 @@ def test_gemf_t_beats_mean_field_on_a_nested_model():
     mf_elbo, mf_se = _elbo(target, build_mf(mf.params), 4000, 1)
     assert np.isfinite(emf_elbo) and np.isfinite(mf_elbo)
     assert emf_elbo > mf_elbo + 4 * np.hypot(emf_se, mf_se), (emf_elbo, mf_elbo)
+
+
+def test_inference_gym_stochastic_volatility_prior_traces():
+    """The issue's model: inference_gym's SV prior, a nested coroutine of 100 steps."""
+    gym = pytest.importorskip("inference_gym.using_jax")
+    prior = gym.targets.StochasticVolatilitySP500Small()._prior_dist  # noqa: SLF001
+    trace = emf_jax.trace_model(prior)
+    assert len(trace.latent_names) == 103
+    assert trace.latent_names[3] == "log_volatility/x_000000"
+    sample = prior.sample(seed=jax.random.key(0))
+    assert jax.tree.structure(trace.value_structure) == jax.tree.structure(sample)
+    noise = emf_jax.standard_normal_like(trace)
+    assert jax.tree.structure(noise.dtype) == jax.tree.structure(sample)
