@@ -20,6 +20,7 @@ from emf_jax.surrogates import build_emf_surrogate_posterior_stateless
 from emf_jax.surrogates import build_surrogate_stateless
 from emf_jax.tracing import ModelTrace
 from emf_jax.tracing import VariableRecord
+from emf_jax.tracing import joint_log_prob_fn
 from emf_jax.tracing import trace_model
 from emf_jax.transforms import UnsupportedDistributionError
 from emf_jax.transforms import register_transform
@@ -52,6 +53,7 @@ __all__ = [
     "fit_vi",
     "flows",
     "gates",
+    "joint_log_prob_fn",
     "load",
     "minimize",
     "models",

@@ -24,6 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
+from emf_jax.tracing import trace_model, walk_model
+from emf_jax.transforms.registry import UnsupportedDistributionError
+
 tfb = tfp.bijectors
 tfd = tfp.distributions
 tfde = tfp.experimental.distributions
@@ -204,12 +207,56 @@ def flat_latent_layout(model: JointModel) -> FlatLatentLayout:
     return FlatLatentLayout(model=model, **facts)
 
 
+def _partly_pinned_nested(model: JointModel) -> list[str]:
+    """Names of nested joint distributions that are pinned in part (None for some parts)."""
+    if not isinstance(model, tfde.JointDistributionPinned):
+        return []
+    jd = model.distribution
+    # pylint: disable-next=protected-access
+    parts = dict(zip(jd._flat_resolve_names(), jd._get_single_sample_distributions()))
+    found = []
+    for name, value in model.pins.items():
+        if isinstance(parts.get(name), tfd.JointDistribution) and _has_none(value):
+            found.append(name)
+    return found
+
+
+def _has_none(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return any(_has_none(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_none(v) for v in value)
+    return False
+
+
 def _inspect(model: JointModel) -> dict[str, Any]:
-    """The static facts of :class:`FlatLatentLayout` (see :func:`flat_latent_layout`)."""
-    names = tuple(model._flat_resolve_names())  # pylint: disable=protected-access
+    """The static facts of :class:`FlatLatentLayout` (see :func:`flat_latent_layout`).
+
+    The parts are the trace's values (`emf_jax.tracing`): variables of nested joint
+    distributions are parts of their own, named by their path (``"h/a"``), and
+    deterministic variables are parts of unconstrained size 0 (TFP's event-space bijector
+    computes them from their parents).
+    """
+    partly = _partly_pinned_nested(model)
+    if partly:
+        raise ValueError(
+            f"nested joint distributions {partly} are pinned in part: TFP's pinned model drops "
+            "such a part whole, so surrogates built on its event-space bijector cannot describe "
+            "it; pin every part of it or none, or use the EMF surrogates (which trace it).")
+    try:
+        trace = trace_model(model, check_transforms=False)
+    except UnsupportedDistributionError as err:  # a discrete latent
+        raise TypeError(f"{err} Only real-valued latents are supported (pin discrete variables "
+                        "or marginalise them out).") from err
+    names = trace.value_names
     if not names:
         raise ValueError("The model has no latent (unpinned) variables to approximate.")
-    flatten = model._model_flatten  # pylint: disable=protected-access
+    records = {r.name: r for r in trace.values}
+
+    def flatten(tree: Any) -> list[Any]:
+        return trace.flatten_values(tree)
 
     dtypes = flatten(model.dtype)
     for name, dt in zip(names, dtypes):
@@ -219,12 +266,12 @@ def _inspect(model: JointModel) -> dict[str, Any]:
                 "latents are supported (pin discrete variables or marginalise them out)."
             )
     # Discrete families (e.g. Poisson, whose samples are floats) have no event-space bijector.
-    parts = model._get_single_sample_distributions()  # pylint: disable=protected-access
-    for name, dist in zip(names, parts):
-        if dist.experimental_default_event_space_bijector() is None:
+    leaf_dists = _leaf_distributions(model)
+    for name in trace.latent_names:
+        if leaf_dists[name].experimental_default_event_space_bijector() is None:
             raise TypeError(
-                f"Latent variable {name!r} ({type(dist).__name__}) has no continuous support: "
-                "only real-valued latents are supported (pin discrete variables or "
+                f"Latent variable {name!r} ({type(leaf_dists[name]).__name__}) has no continuous "
+                "support: only real-valued latents are supported (pin discrete variables or "
                 "marginalise them out)."
             )
     distinct = sorted({np.dtype(dt).name for dt in dtypes})
@@ -234,35 +281,41 @@ def _inspect(model: JointModel) -> dict[str, Any]:
             "float dtype (e.g. pass jnp arrays of that dtype as parameters)."
         )
 
-    batch_shape = model.batch_shape
-    batch_shapes = (
-        flatten(batch_shape)
-        if isinstance(batch_shape, (tuple, list, dict))
-        else [batch_shape] * len(names)
-    )
-    for name, bs in zip(names, batch_shapes):
-        if _static_shape(bs, f"The batch shape of latent variable {name!r}"):
+    event_shapes = [
+        _static_shape(s, f"The event shape of latent variable {n!r}")
+        for n, s in zip(names, flatten(model.event_shape))
+    ]
+    for name, event in zip(names, event_shapes):
+        # The trace records batch and event dimensions together: any extra ones are batch.
+        if tuple(records[name].event_shape) != event:
+            batch = list(records[name].event_shape[:len(records[name].event_shape) - len(event)])
             raise ValueError(
-                f"Latent variable {name!r} has batch shape {list(bs)}; surrogates need scalar "
+                f"Latent variable {name!r} has batch shape {batch}; surrogates need scalar "
                 "batch shapes: wrap the distribution in tfd.Independent / tfd.Sample or use a "
                 "JointDistribution*AutoBatched model."
             )
 
     event_space_bijector = model.experimental_default_event_space_bijector()
-    event_shapes = flatten(model.event_shape)
     unconstrained = flatten(event_space_bijector.inverse_event_shape(model.event_shape))
     return dict(
         names=names,
-        constrained_shapes=tuple(
-            _static_shape(s, f"The event shape of latent variable {n!r}")
-            for n, s in zip(names, event_shapes)
-        ),
+        constrained_shapes=tuple(event_shapes),
         unconstrained_shapes=tuple(
             _static_shape(s, f"The unconstrained event shape of latent variable {n!r}")
             for n, s in zip(names, unconstrained)
         ),
         dtype=np.dtype(distinct[0]),
-        structure=model._model_unflatten(  # pylint: disable=protected-access
-            list(range(len(names)))
-        ),
+        structure=trace.unflatten_values(list(range(len(names)))),
     )
+
+
+def _leaf_distributions(model: JointModel) -> dict[str, Any]:
+    """{name: distribution} of every latent variable, nested ones included (abstractly)."""
+    found: dict[str, Any] = {}
+
+    def choose(index: int, name: str, dist: Any) -> jax.Array:
+        found[name] = dist
+        return jnp.zeros(tuple(dist.batch_shape) + tuple(dist.event_shape), dist.dtype)
+
+    walk_model(model, choose)
+    return found

@@ -462,11 +462,14 @@ def build_embedded_flow(
                 value, log_det = layer(params, stage).forward_parts_and_log_det(value)
                 is_flat = False
             total = total + log_det
-        # Every chain ends with the support: the model's structure is built here, once.
-        return trace.unflatten(value), total
+        # Every chain ends with the support, whose parts are the model's values (latents and
+        # deterministic variables): the model's structure is built here, once.
+        return trace.unflatten_values(value), total
 
     def inverse_and_log_det(params: Params, values: Any) -> tuple[Array, Array]:
-        value, is_flat = trace.flatten(values), False
+        by_name = dict(zip(trace.value_names, trace.flatten_values(values)))
+        # Deterministic variables are functions of the latents: only the latents are read.
+        value, is_flat = [by_name[n] for n in trace.latent_names], False
         total = None
         for stage in reversed(arch.stages):
             if stage.kind == "backbone":

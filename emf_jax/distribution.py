@@ -61,11 +61,11 @@ class EmbeddedFlowDistribution(tfd.Distribution):
         parameters = dict(locals())
         self._flow = flow
         self._params = params
-        latents = flow.trace.latents
-        self._dtype_tree = flow.trace.unflatten([r.dtype for r in latents])
-        self._event_shape_tree = flow.trace.unflatten(
-            [_TensorShape(r.event_shape) for r in latents])
-        self._noise_dtype = latents[0].dtype
+        values = flow.trace.values  # the latents and the deterministic variables
+        self._dtype_tree = flow.trace.unflatten_values([r.dtype for r in values])
+        self._event_shape_tree = flow.trace.unflatten_values(
+            [_TensorShape(r.event_shape) for r in values])
+        self._noise_dtype = flow.trace.latents[0].dtype
         super().__init__(
             dtype=self._dtype_tree,
             reparameterization_type=tfd.FULLY_REPARAMETERIZED,
@@ -109,8 +109,8 @@ class EmbeddedFlowDistribution(tfd.Distribution):
         return self._event_shape_tree
 
     def _event_shape_tensor(self):
-        return self._flow.trace.unflatten(
-            [np.array(r.event_shape, np.int32) for r in self._flow.trace.latents])
+        return self._flow.trace.unflatten_values(
+            [np.array(r.event_shape, np.int32) for r in self._flow.trace.values])
 
     def _batch_shape(self):
         return _TensorShape([])

@@ -70,10 +70,11 @@ class EmbeddedFlowBijector(tfb.Bijector):
         parameters = dict(locals())
         self._flow = flow
         self._params = params
-        latents = flow.trace.latents
+        values = flow.trace.values  # the latents and the deterministic variables
         super().__init__(
             forward_min_event_ndims=[1],
-            inverse_min_event_ndims=flow.trace.unflatten([len(r.event_shape) for r in latents]),
+            inverse_min_event_ndims=flow.trace.unflatten_values(
+                [len(r.event_shape) for r in values]),
             is_constant_jacobian=False,
             validate_args=validate_args,
             parameters=parameters,
@@ -111,21 +112,21 @@ class EmbeddedFlowBijector(tfb.Bijector):
         return self._flow.inverse_and_log_det(self._params, values)[1]
 
     def _forward_event_shape(self, input_shape):
-        return self._flow.trace.unflatten([_TensorShape(r.event_shape)
-                                           for r in self._flow.trace.latents])
+        return self._flow.trace.unflatten_values([_TensorShape(r.event_shape)
+                                                  for r in self._flow.trace.values])
 
     def _inverse_event_shape(self, output_shape):
         return [_TensorShape([self._flow.event_size])]
 
     def _forward_event_shape_tensor(self, input_shape):
-        return self._flow.trace.unflatten([np.array(r.event_shape, np.int32)
-                                           for r in self._flow.trace.latents])
+        return self._flow.trace.unflatten_values([np.array(r.event_shape, np.int32)
+                                                  for r in self._flow.trace.values])
 
     def _inverse_event_shape_tensor(self, output_shape):
         return [np.array([self._flow.event_size], np.int32)]
 
     def _forward_dtype(self, input_dtype, **kwargs):
-        return self._flow.trace.unflatten([r.dtype for r in self._flow.trace.latents])
+        return self._flow.trace.unflatten_values([r.dtype for r in self._flow.trace.values])
 
     def _inverse_dtype(self, output_dtype, **kwargs):
         return [self._flow.trace.latents[0].dtype]

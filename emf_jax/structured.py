@@ -81,9 +81,13 @@ _PARTS = ("map_and_support", "map", "support")
 class StructuredLayer(tfb.Bijector):
     """The (gated) structured layer of a joint distribution, as a `tfb.Bijector`.
 
-    Forward maps noise structured like the model's latent event (same tree, pinned parts left
-    out; each leaf of the variable's unconstrained shape) to latent values with the model's
-    structure. Leading sample dimensions are allowed and shared by all parts.
+    Forward maps noise structured like the model's latent event (same tree, nested parts
+    nested, pinned and deterministic parts left out; each leaf of the variable's
+    unconstrained shape) to latent values with the model's structure (the trace's
+    `value_structure`: deterministic variables included, computed from their parents, when
+    the support is applied). The inverse reads only the latents of its input: deterministic
+    values are recomputed, not checked. Leading sample dimensions are allowed and shared by
+    all parts.
 
     `parts` selects what is applied: ``"map_and_support"`` (the default: noise to values in
     the support), ``"map"`` (noise to unconstrained values ``u``: used when more flow layers
@@ -133,10 +137,11 @@ class StructuredLayer(tfb.Bijector):
         self._gated = gated
         self._apply_map = parts in ("map_and_support", "map")
         self._apply_support = parts in ("map_and_support", "support")
-        latents = trace.latents
         super().__init__(
-            forward_min_event_ndims=trace.unflatten([len(r.unconstrained_shape) for r in latents]),
-            inverse_min_event_ndims=trace.unflatten([len(self._value_shape(r)) for r in latents]),
+            forward_min_event_ndims=trace.unflatten(
+                [len(r.unconstrained_shape) for r in trace.latents]),
+            inverse_min_event_ndims=self._unflatten_out(
+                [len(self._value_shape(r)) for r in self._out_records()]),
             is_constant_jacobian=False,
             validate_args=validate_args,
             parameters=parameters,
@@ -169,23 +174,28 @@ class StructuredLayer(tfb.Bijector):
     def forward_and_log_det(self, noise: Any) -> tuple[Any, Array]:
         """``(forward(noise), forward_log_det_jacobian(noise))`` in one pass."""
         out, log_det = self.forward_parts_and_log_det(self._trace.flatten(noise))
-        return self._trace.unflatten(out), log_det
+        return self._unflatten_out(out), log_det
 
     def inverse_and_log_det(self, values: Any) -> tuple[Any, Array]:
         """``(inverse(values), inverse_log_det_jacobian(values))`` in one pass."""
-        out, log_det = self.inverse_parts_and_log_det(self._trace.flatten(values))
+        out, log_det = self.inverse_parts_and_log_det(self._flatten_out(values))
         return self._trace.unflatten(out), log_det
 
     def forward_parts_and_log_det(self, noise: list) -> tuple[list, Array]:
         """`forward_and_log_det` on a list of parts, one per latent in the trace's order.
 
-        The architectures' stage chains use this form, so the model's structure is built
-        once, at the end of the chain, rather than at every structured stage.
+        It returns one part per record of the value side: the latents and the deterministic
+        variables, in program order, when the values land in the support (``parts`` with
+        the support), else the latents' ``u``. The architectures' stage chains use this form,
+        so the model's structure is built once, at the end of the chain.
         """
         return self._batched(self._forward_event, noise, self._noise_shape)
 
     def inverse_parts_and_log_det(self, values: list) -> tuple[list, Array]:
-        """`inverse_and_log_det` on a list of parts, one per latent in the trace's order."""
+        """`inverse_and_log_det` on a list of the latents' parts, in the trace's order.
+
+        Deterministic variables are functions of their parents: they have no part here.
+        """
         return self._batched(self._inverse_event, values, self._value_shape)
 
     # -- tfb.Bijector protocol --------------------------------------------------------------
@@ -209,23 +219,46 @@ class StructuredLayer(tfb.Bijector):
     def _inverse_log_det_jacobian(self, y):
         return self.inverse_and_log_det(y)[1]
 
+    def _forward_dtype(self, input_dtype, **kwargs):
+        return self._unflatten_out([r.dtype for r in self._out_records()])
+
+    def _inverse_dtype(self, output_dtype, **kwargs):
+        return self._trace.unflatten([r.dtype for r in self._trace.latents])
+
     def _forward_event_shape(self, input_shape):
-        return self._trace.unflatten([_TensorShape(self._value_shape(r))
-                                      for r in self._trace.latents])
+        return self._unflatten_out([_TensorShape(self._value_shape(r))
+                                    for r in self._out_records()])
 
     def _inverse_event_shape(self, output_shape):
         return self._trace.unflatten([_TensorShape(r.unconstrained_shape)
                                       for r in self._trace.latents])
 
     def _forward_event_shape_tensor(self, input_shape):
-        return self._trace.unflatten([np.array(self._value_shape(r), np.int32)
-                                      for r in self._trace.latents])
+        return self._unflatten_out([np.array(self._value_shape(r), np.int32)
+                                    for r in self._out_records()])
 
     def _inverse_event_shape_tensor(self, output_shape):
         return self._trace.unflatten([np.array(r.unconstrained_shape, np.int32)
                                       for r in self._trace.latents])
 
     # -- implementation ---------------------------------------------------------------------
+
+    def _out_records(self):
+        """Records of the value side: deterministic variables too when values are in the
+        support (they are functions of their parents; there is no ``u`` for them)."""
+        return self._trace.values if self._apply_support else self._trace.latents
+
+    def _unflatten_out(self, flat: list[Any]) -> Any:
+        if self._apply_support:
+            return self._trace.unflatten_values(flat)
+        return self._trace.unflatten(flat)
+
+    def _flatten_out(self, tree: Any) -> list[Any]:
+        """Value-side tree -> the latents' leaves (deterministic values are not read)."""
+        if not self._apply_support:
+            return self._trace.flatten(tree)
+        by_name = dict(zip(self._trace.value_names, self._trace.flatten_values(tree)))
+        return [by_name[n] for n in self._trace.latent_names]
 
     @staticmethod
     def _noise_shape(record):
@@ -283,8 +316,12 @@ class StructuredLayer(tfb.Bijector):
             outputs[name] = out
             return x
 
-        walk_model(self._model_fn(self._params.get("model")), choose)
-        return [outputs[n] for n in self._trace.latent_names], _sum(log_dets, noise)
+        def derive(index: int, name: str, dist: Any, value: Array) -> None:
+            outputs[name] = value
+
+        walk_model(self._model_fn(self._params.get("model")), choose,
+                   on_deterministic=derive)
+        return ([outputs[r.name] for r in self._out_records()], _sum(log_dets, noise))
 
     def _inverse_event(self, values: list[Array]) -> tuple[list[Array], Array]:
         by_name = dict(zip(self._trace.latent_names, values))
@@ -314,8 +351,9 @@ def _sum(terms: list[Array], like: list[Array]) -> Array:
 def standard_normal_like(trace: ModelTrace) -> Any:
     """Independent N(0, 1) noise structured like the latent event of a traced model.
 
-    The joint distribution's flavour matches the structure (named tuple, dict or list), so
-    its event structure equals the structured layer's input structure.
+    The joint distribution's flavour matches the structure (named tuple, dict or list, nested
+    joint distributions for nested parts), so its event structure equals the structured
+    layer's input structure. Deterministic variables have no noise and no part here.
 
     Args:
       trace: a `ModelTrace` (from `emf_jax.trace_model`).
@@ -334,19 +372,28 @@ def standard_normal_like(trace: ModelTrace) -> Any:
       >>> noise.event_shape
       {'w': TensorShape([3])}
     """
-    latents = trace.latents
-    parts = [tfd.Sample(tfd.Normal(jnp.zeros((), r.dtype), jnp.ones((), r.dtype)),
-                        r.unconstrained_shape, name=r.name) for r in latents]
-    structure = trace.latent_structure
-    if isinstance(structure, dict):
-        return tfd.JointDistributionNamedAutoBatched(
-            type(structure)((r.name, p) for r, p in zip(latents, parts)))
-    if hasattr(structure, "_fields"):
-        def program():
-            for part in parts:
-                yield part
-        return tfd.JointDistributionCoroutineAutoBatched(program)
-    return tfd.JointDistributionSequentialAutoBatched(list(parts))
+    by_name = {r.name: r for r in trace.latents}
+
+    def joint(tree: Any, name: Optional[str]) -> Any:
+        if isinstance(tree, str):
+            r = by_name[tree]
+            return tfd.Sample(tfd.Normal(jnp.zeros((), r.dtype), jnp.ones((), r.dtype)),
+                              r.unconstrained_shape, name=name)
+        if isinstance(tree, dict):
+            return tfd.JointDistributionNamedAutoBatched(
+                type(tree)((k, joint(v, k)) for k, v in tree.items()), name=name)
+        if hasattr(tree, "_fields"):
+            parts = [joint(v, k) for k, v in zip(tree._fields, tree)]
+
+            def program():
+                for part in parts:
+                    yield part
+            return tfd.JointDistributionCoroutineAutoBatched(program, name=name)
+        kind = tuple if isinstance(tree, tuple) else list
+        return tfd.JointDistributionSequentialAutoBatched(
+            kind(joint(v, None) for v in tree), name=name)
+
+    return joint(trace.latent_structure, None)
 
 
 def build_structured_layer_stateless(
