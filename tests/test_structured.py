@@ -20,8 +20,9 @@ ALL_MODELS = {**{f"family:{f}": (lambda d, f=f: sm.family_model(f, d)) for f in 
 CORE_MODELS = ("family:Normal", "family:HalfNormal", "family:Gamma", "family:Uniform",
                "family:MultivariateNormalTriL", "hierarchical", "chain30",
                "pinned_hierarchical", "vector_valued", "named")
-# Float32 precision limits found by the suite (see the issue note): failures kept visible.
-KNOWN_FLOAT32_FAILURES = {("family:InverseGamma", False), ("family:InverseGamma", True)}
+# Float32 precision limits found by the suite, kept visible as strict xfails (none today:
+# InverseGamma's map was fixed, issue 16).
+KNOWN_FLOAT32_FAILURES: set[tuple[str, bool]] = set()
 
 
 def _configs(gated_options):
@@ -39,7 +40,7 @@ def _configs(gated_options):
 
 
 def _core_or_slow():
-    known = {"family:InverseGamma"}  # wrong log-det in float64 too: an open bug
+    known: set[str] = set()  # open float64 bugs, as strict xfails (none today)
     return [pytest.param(n, marks=(() if n in CORE_MODELS else (pytest.mark.slow,)) + (
         (pytest.mark.xfail(strict=True, reason="InverseGamma map bug"),) if n in known else ()))
         for n in sorted(ALL_MODELS)]

@@ -6,6 +6,7 @@ registry. See `base` for the two kinds of map and the role of the support biject
 from emf_jax.transforms import affine as _affine  # noqa: F401  (registers families)
 from emf_jax.transforms import closed_form as _closed_form  # noqa: F401
 from emf_jax.transforms import numeric as _numeric  # noqa: F401
+from emf_jax.transforms import special as _special  # noqa: F401
 from emf_jax.transforms import wrappers as _wrappers  # noqa: F401
 from emf_jax.transforms.affine import mvn_linear_operator_transform
 from emf_jax.transforms.affine import normal_transform

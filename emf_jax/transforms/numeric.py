@@ -104,8 +104,9 @@ def _scalar_cdf_fallback(dist: Any) -> Optional[TransformFn]:
     return cdf_inversion_transform
 
 
-for _family in (tfd.Gamma, tfd.Beta, tfd.StudentT, tfd.InverseGamma, tfd.Chi2, tfd.Chi,
-                tfd.GeneralizedPareto, tfd.Triangular, tfd.VonMises):
+# Gamma, Beta, StudentT, InverseGamma, Chi2 and Chi have special-function quantiles
+# (`emf_jax.transforms.special`); these still invert their CDF.
+for _family in (tfd.GeneralizedPareto, tfd.Triangular, tfd.VonMises):
     register_transform(_family, cdf_inversion_transform)
 register_transform(tfd.TruncatedNormal, truncated_normal_transform)
 register_transform(tfd.MixtureSameFamily, mixture_transform)
