@@ -85,13 +85,6 @@ def _strict_lower(d: int) -> tuple[np.ndarray, np.ndarray]:
     return np.tril_indices(d, -1)
 
 
-def _dimension_from_strict(n: int) -> int:
-    d = int(round((1 + np.sqrt(1 + 8 * n)) / 2))
-    if d * (d - 1) // 2 != n:
-        raise ValueError(f"{n} is not d(d − 1)/2 for an integer d")
-    return d
-
-
 def _fill_strict_lower(values: Array, d: int) -> Array:
     rows, cols = _strict_lower(d)
     out = jnp.zeros(values.shape[:-1] + (d, d), values.dtype)
@@ -144,7 +137,7 @@ class LogitStickBreaking(tfb.Bijector):
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict()
+        return {}
 
     @staticmethod
     def _log_parts(u):
@@ -225,7 +218,7 @@ class PartialCorrelationCholesky(tfb.Bijector):
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict()
+        return {}
 
     def _cholesky_and_log_det(self, u):
         d = self._dimension
@@ -322,7 +315,7 @@ class BartlettWishart(tfb.Bijector):
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict()
+        return {}
 
     def _diag_forward(self, u_diag):
         b = self._diag_bijector
