@@ -8,7 +8,9 @@ entries) and then apply a fixed, parameter-dependent bijection onto the support:
     e  --(elementwise quantile maps: a MonotoneTransform)-->  u  --(support bijector)-->  x
 
 so the gate ``u = λ·f(e) + (1 − λ)·e`` acts elementwise on the unconstrained coordinates, as
-for the scalar families, and stays invertible with the gates' monotone inverse. The scalar
+for the scalar families. Each coordinate's gated map is strictly increasing (``λ f' + 1 − λ >
+0``), so it stays invertible, and its inverse is the gates' monotone one (a safeguarded Newton
+solve per coordinate, `emf_jax.gates`); no new kind of map is needed. The scalar
 quantiles are whatever the registry holds for `tfd.Beta` and `tfd.Chi2` (`transform_for`),
 so faster scalar maps speed these families up too.
 
