@@ -11,7 +11,10 @@ the documentation shows them without keeping a second copy in `docs/`:
   [COMMAND]`` embeds the matching images. GLOB may list alternatives, ``a.md|b.md``: the
   first that matches anything is used (e.g. the full run, else the quick one). When nothing
   matches (the benchmark has not been run yet), a note says that COMMAND produces it, so the
-  build stays strict and honest.
+  build stays strict and honest;
+- a line ``!include-families`` is replaced by the families table generated from emf_jax's
+  registry (`emf_jax.transforms.family_table_markdown`), so the docs never list a family or
+  a kind of map that the code does not have.
 
 The formulas render offline: `on_post_build` copies MathJax 3 (the ``es5`` bundle and its
 fonts, from the ``django-static-mathjax`` package of the docs extra, which holds nothing but
@@ -141,7 +144,18 @@ def _include(kind: str, pattern: str, command: str | None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+_FAMILIES_DIRECTIVE = re.compile(r"^!include-families[ \t]*$", re.MULTILINE)
+
+
+def _families_table() -> str:
+    from emf_jax.transforms import family_table_markdown
+
+    return family_table_markdown()
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    if _FAMILIES_DIRECTIVE.search(markdown):
+        markdown = _FAMILIES_DIRECTIVE.sub(lambda m: _families_table().rstrip("\n"), markdown)
     return _DIRECTIVE.sub(
         lambda m: _include(m.group(1), m.group(2), (m.group(3) or "").strip("` ") or None),
         markdown)

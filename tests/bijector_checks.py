@@ -115,3 +115,55 @@ def check_batch_consistency(bijector: Any, x_batch: Any, *, atol: float | None =
         x_batch)
     assert _max_abs_diff(y_batch, y_one) <= atol * 10
     np.testing.assert_allclose(np.asarray(ldj_batch), np.asarray(ldj_one), rtol=1e-3, atol=1e-3)
+
+
+def check_support_bijection(
+    bijector: Any,
+    u: Any,
+    free_coordinates: Callable[[Any], Any],
+    *,
+    round_trip_tol: float | None = None,
+    log_det_tol: float | None = None,
+) -> None:
+    """A support bijector onto a lower-dimensional set (simplex, matrices), checked under jit.
+
+    Round trip ``B⁻¹(B(u)) = u``; ``B.forward_log_det_jacobian(u)`` against the slogdet of
+    `jax.jacfwd` of ``u ↦ free_coordinates(B(u))`` (the coordinates in which the family's
+    density is taken; the Jacobian is square); and the inverse log-det at ``B(u)`` against
+    its negative.
+
+    Args:
+      bijector: a `tfb.Bijector` acting on one event ``u`` (a vector).
+      u: one unconstrained event.
+      free_coordinates: ``x -> flat vector`` of the free coordinates of a value.
+      round_trip_tol: absolute tolerance of the round trip (relative to max(1, |u|)).
+      log_det_tol: tolerance of the log-det against the Jacobian's slogdet (relative to
+        max(1, |slogdet|)).
+    """
+    dtype = _dtype_of(u)
+    round_trip_tol = ROUND_TRIP_TOL[dtype] if round_trip_tol is None else round_trip_tol
+    log_det_tol = LOG_DET_TOL[dtype] if log_det_tol is None else log_det_tol
+    fwd_ndims = bijector.forward_min_event_ndims
+    inv_ndims = bijector.inverse_min_event_ndims
+
+    @jax.jit
+    def everything(event):
+        x = bijector.forward(event)
+        jac = jax.jacfwd(lambda v: jnp.ravel(free_coordinates(bijector.forward(v))))(event)
+        return (x, bijector.inverse(x),
+                bijector.forward_log_det_jacobian(event, event_ndims=fwd_ndims),
+                bijector.inverse_log_det_jacobian(x, event_ndims=inv_ndims), jac)
+
+    x, u_back, fldj, ildj, jac = everything(u)
+    assert jnp.all(jnp.isfinite(x)), "forward produced non-finite values"
+    assert x.dtype == dtype, f"forward changed dtype {dtype} -> {x.dtype}"
+    scale = max(1.0, float(jnp.max(jnp.abs(u))))
+    err = float(jnp.max(jnp.abs(u_back - u)))
+    assert err <= round_trip_tol * scale, f"round trip error {err:.3g}"
+    jac = np.asarray(jac, np.float64).reshape(-1, u.size)
+    assert jac.shape[0] == jac.shape[1], f"{jac.shape[1]} coordinates -> {jac.shape[0]} free"
+    sign, expected = np.linalg.slogdet(jac)
+    assert sign != 0, "Jacobian onto the free coordinates is singular"
+    tol = log_det_tol * max(1.0, abs(expected))
+    assert abs(float(fldj) - expected) <= tol, f"log-det {float(fldj):.6g} != {expected:.6g}"
+    assert abs(float(ildj) + expected) <= tol, f"inverse log-det {float(ildj):.6g}"

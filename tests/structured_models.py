@@ -7,10 +7,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax.numpy as jnp
+import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
+tfde = tfp.experimental.distributions
+psd = tfp.math.psd_kernels
+linalg = tfp.tf2jax.linalg
 Root = tfd.JointDistributionCoroutine.Root
 
 
@@ -56,12 +60,72 @@ FAMILIES: dict[str, Callable[[Any, Any], Any]] = {
     "IndependentGamma": lambda p, d: tfd.Independent(
         tfd.Gamma(_c([1.5, 3.0], d), jnp.exp(0.3 * p)), 1),
     "SampleLaplace": lambda p, d: tfd.Sample(tfd.Laplace(p, _c(1.0, d)), 2),
+    "GeneralizedPareto": lambda p, d: tfd.GeneralizedPareto(p, jnp.exp(0.3 * p), _c(0.2, d)),
+    "Triangular": lambda p, d: tfd.Triangular(p - 1.0, p + _c(2.0, d), p + _c(0.3, d)),
+    "VonMises": lambda p, d: tfd.VonMises(0.5 * p, _c(2.0, d)),
+    "MarkovChain": lambda p, d: tfd.MarkovChain(
+        tfd.Normal(p, _c(1.0, d)), lambda _, x: tfd.Normal(_c(0.8, d) * x, _c(0.5, d)), 4),
+    "MultivariateNormalPrecisionFactorLinearOperator": lambda p, d: (
+        tfde.MultivariateNormalPrecisionFactorLinearOperator(
+            p + _c([0.0, 1.0, -1.0], d), linalg.LinearOperatorLowerTriangular(
+                _c([[2.0, 0, 0], [0.5, 1.0, 0], [0.1, -0.3, 0.8]], d)))),
+    "GaussianProcess": lambda p, d: tfd.GaussianProcess(
+        psd.ExponentiatedQuadratic(jnp.exp(0.3 * p), _c(0.4, d)),
+        index_points=_c(np.linspace(0.0, 1.0, 4)[:, None], d),
+        observation_noise_variance=_c(0.05, d), jitter=_c(1e-5, d)),
+    "GaussianProcessRegressionModel": lambda p, d: tfd.GaussianProcessRegressionModel(
+        psd.ExponentiatedQuadratic(jnp.exp(0.3 * p), _c(0.5, d)),
+        index_points=_c(np.linspace(0.0, 1.0, 3)[:, None], d),
+        observation_index_points=_c([[0.2], [0.7]], d), observations=_c([1.0, -0.5], d),
+        observation_noise_variance=_c(0.1, d), predictive_noise_variance=_c(0.02, d),
+        jitter=_c(1e-5, d)),
+}
+
+_SCALE_TRIL = [[1.0, 0.0, 0.0], [0.5, 2.0, 0.0], [-0.3, 0.1, 0.7]]
+
+
+def _strict_lower(m):
+    return m[..., np.tril_indices(m.shape[-1], -1)[0], np.tril_indices(m.shape[-1], -1)[1]]
+
+
+def _lower(m):
+    return m[..., np.tril_indices(m.shape[-1])[0], np.tril_indices(m.shape[-1])[1]]
+
+
+def _outer(chol):
+    return chol @ jnp.swapaxes(chol, -1, -2)
+
+
+# Families whose value has more coordinates than noise dimensions (simplices, matrices):
+# name -> (fn(parent, dtype) -> distribution, free_coordinates(value) -> flat vector). The
+# free coordinates are those in which the family's log_prob is a density (e.g. the first
+# K − 1 of a simplex, the lower triangle of a Wishart matrix even when the distribution
+# returns its Cholesky factor); the support bijector's log-det is checked against them.
+STRUCTURED_FAMILIES: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any], Any]]] = {
+    "Dirichlet": (lambda p, d: tfd.Dirichlet(jnp.exp(0.2 * p) * _c([1.5, 2.0, 3.0, 2.5], d)),
+                  lambda x: x[..., :-1]),
+    "LKJ": (lambda p, d: tfd.LKJ(3, 1.5 + 0.5 * jnp.exp(0.3 * p)), _strict_lower),
+    "LKJCholeskyOutput": (lambda p, d: tfd.LKJ(3, 1.5 + 0.5 * jnp.exp(0.3 * p),
+                                               input_output_cholesky=True),
+                          lambda x: _strict_lower(_outer(x))),
+    "CholeskyLKJ": (lambda p, d: tfd.CholeskyLKJ(4, 1.2 + jnp.exp(0.3 * p)), _strict_lower),
+    "WishartTriL": (lambda p, d: tfd.WishartTriL(4.0 + jnp.exp(0.2 * p), _c(_SCALE_TRIL, d)),
+                    _lower),
+    "WishartTriLCholeskyOutput": (
+        lambda p, d: tfd.WishartTriL(4.0 + jnp.exp(0.2 * p), _c(_SCALE_TRIL, d),
+                                     input_output_cholesky=True),
+        lambda x: _lower(_outer(x))),
+    "WishartLinearOperator": (
+        lambda p, d: tfd.WishartLinearOperator(
+            3.5 + jnp.exp(0.2 * p), linalg.LinearOperatorFullMatrix(
+                _c([[1.0, 0.4], [-0.2, 0.8]], d))),
+        _lower),
 }
 
 
 def family_model(family: str, dtype) -> Any:
-    """parent ~ N(0.2, 1); child ~ FAMILIES[family](parent)."""
-    make = FAMILIES[family]
+    """parent ~ N(0.2, 1); child ~ FAMILIES[family](parent) (or STRUCTURED_FAMILIES)."""
+    make = FAMILIES[family] if family in FAMILIES else STRUCTURED_FAMILIES[family][0]
 
     def program():
         parent = yield tfd.Normal(_c(0.2, dtype), _c(1.0, dtype), name="parent")
@@ -136,6 +200,22 @@ def pinned_hierarchical(dtype) -> Any:
     return hierarchical(dtype).experimental_pin(y=_c([1.0, -0.5, 2.0, 0.3], dtype))
 
 
+def gp_kernel_parents(dtype) -> Any:
+    """A GP latent whose amplitude and length scale are LogNormal latents; noisy values."""
+    index_points = _c(np.linspace(0.0, 1.0, 5)[:, None], dtype)
+
+    def program():
+        amplitude = yield Root(tfd.LogNormal(_c(0.0, dtype), _c(0.3, dtype), name="amplitude"))
+        length_scale = yield Root(tfd.LogNormal(_c(-1.0, dtype), _c(0.3, dtype),
+                                                name="length_scale"))
+        f = yield tfd.GaussianProcess(psd.ExponentiatedQuadratic(amplitude, length_scale),
+                                      index_points=index_points, jitter=_c(1e-5, dtype),
+                                      name="f")
+        yield tfd.Independent(tfd.Normal(f, _c(0.3, dtype)), 1, name="y")
+
+    return tfd.JointDistributionCoroutineAutoBatched(program)
+
+
 MULTI_VARIABLE_MODELS: dict[str, Callable[[Any], Any]] = {
     "hierarchical": hierarchical,
     "chain30": chain,
@@ -144,4 +224,5 @@ MULTI_VARIABLE_MODELS: dict[str, Callable[[Any], Any]] = {
     "pinned_hierarchical": pinned_hierarchical,
     "sequential": sequential,
     "named": named,
+    "gp_kernel_parents": gp_kernel_parents,
 }

@@ -19,17 +19,33 @@ ALL_MODELS = {**{f"family:{f}": (lambda d, f=f: sm.family_model(f, d)) for f in 
 # to keep CI's compile time in bounds.
 CORE_MODELS = ("family:Normal", "family:HalfNormal", "family:Gamma", "family:Uniform",
                "family:MultivariateNormalTriL", "hierarchical", "chain30",
-               "pinned_hierarchical", "vector_valued", "named")
+               "pinned_hierarchical", "vector_valued", "named",
+               # Families added with issue 16: every configuration in the default run.
+               "family:GeneralizedPareto", "family:Triangular", "family:MarkovChain",
+               "family:MultivariateNormalPrecisionFactorLinearOperator",
+               "family:GaussianProcess", "family:GaussianProcessRegressionModel",
+               "gp_kernel_parents")
 # Float32 precision limits found by the suite, kept visible as strict xfails (none today:
 # InverseGamma's map was fixed, issue 16).
 KNOWN_FLOAT32_FAILURES: set[tuple[str, bool]] = set()
+# Registered families whose map fails in every configuration: kept visible as strict xfails.
+KNOWN_BROKEN = {
+    "family:VonMises": "TFP's VonMises cdf is a custom_vjp function, and the CDF inversion's "
+                       "Newton solve takes its forward-mode derivative (jvp)",
+}
+
+
+def _broken_marks(name):
+    if name in KNOWN_BROKEN:
+        return [pytest.mark.xfail(strict=True, raises=TypeError, reason=KNOWN_BROKEN[name])]
+    return []
 
 
 def _configs(gated_options):
     params = []
     for name in sorted(ALL_MODELS):
         for gated in gated_options:
-            marks = []
+            marks = _broken_marks(name)
             if (name, gated) in KNOWN_FLOAT32_FAILURES:
                 marks.append(pytest.mark.xfail(strict=True, reason="float32 tail precision"))
             if gated is False and name not in CORE_MODELS:
@@ -42,7 +58,8 @@ def _configs(gated_options):
 def _core_or_slow():
     known: set[str] = set()  # open float64 bugs, as strict xfails (none today)
     return [pytest.param(n, marks=(() if n in CORE_MODELS else (pytest.mark.slow,)) + (
-        (pytest.mark.xfail(strict=True, reason="InverseGamma map bug"),) if n in known else ()))
+        (pytest.mark.xfail(strict=True, reason="InverseGamma map bug"),) if n in known else ())
+        + tuple(_broken_marks(n)))
         for n in sorted(ALL_MODELS)]
 
 
@@ -87,7 +104,8 @@ def test_without_jit(name):
 
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="float32 tail precision"))
-    if (n, False) in KNOWN_FLOAT32_FAILURES else n for n in sorted(ALL_MODELS)])
+    if (n, False) in KNOWN_FLOAT32_FAILURES else pytest.param(n, marks=_broken_marks(n))
+    for n in sorted(ALL_MODELS)])
 def test_ungated_layer_is_the_prior_density(name):
     """log N(e) − log|det J(e)| = model.log_prob(f(e)), sample by sample."""
     model = ALL_MODELS[name](jnp.float32)
@@ -124,7 +142,10 @@ def _ks_statistic(a, b):
 
 @pytest.mark.parametrize("name", ["hierarchical", "constrained", "vector_valued", "named",
                                   "family:GaussianMixture", "family:Gamma", "family:Beta",
-                                  "family:StudentT", "family:Cauchy"])
+                                  "family:StudentT", "family:Cauchy", "gp_kernel_parents",
+                                  "family:GeneralizedPareto", "family:Triangular",
+                                  "family:MultivariateNormalPrecisionFactorLinearOperator",
+                                  "family:GaussianProcessRegressionModel"])
 def test_ungated_push_forward_matches_prior_samples(name):
     """Two-sample Kolmogorov–Smirnov tests, one per scalar coordinate, fixed seeds.
 
