@@ -224,7 +224,7 @@ def affine_elementwise(*, min_scale: float = 1e-3, max_log_scale: float | None =
       ([0.0, 1.0, 2.0], [0.0, 0.0, 0.0])
       >>> bounded = affine_elementwise(max_log_scale=2.0, max_shift=5.0)
       >>> y, ldj = bounded.forward(jnp.array([[1e6, 1e6]]), jnp.zeros(1))
-      >>> bool(y[0] < 5.0), bool(ldj[0] < 2.0)
+      >>> bool(y[0] <= 5.0), bool(ldj[0] <= 2.0)
       (True, True)
     """
     if not 0.0 < min_scale < 1.0:
