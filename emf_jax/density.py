@@ -16,11 +16,18 @@ from tensorflow_probability.substrates import jax as tfp
 from emf_jax.architectures import FlowFactory, build_embedded_flow, get_architecture
 from emf_jax.distribution import EmbeddedFlowDistribution
 from emf_jax.gates import DEFAULT_INITIAL_GATE
+from emf_jax.training.loops import ModelPart
 
 tfd = tfp.distributions
 Array = jax.Array
 
-__all__ = ["build_emf_density_stateless", "model_params_of"]
+__all__ = ["DENSITY_MAX_LOG_SCALE", "build_emf_density_stateless", "model_params_of"]
+
+# The soft bound of each affine backbone layer's |log scale| in a density (see
+# `emf_jax.flows.affine_elementwise`): points outside the training range, where the
+# conditioner extrapolates, keep a log-density within a few nats per layer and dimension.
+DENSITY_MAX_LOG_SCALE = 3.0
+_AFFINE_BACKBONES = ("maf", "iaf", "realnvp")
 
 
 def _is_model(obj: Any) -> bool:
@@ -95,13 +102,18 @@ def build_emf_density_stateless(
       train_model_params: whether the model's parameters train; ``False`` keeps them fixed
         at `model_params`.
       backbone_kwargs: extra options of the backbone factory (e.g. ``num_bins`` for "nsf").
+        The affine backbones ("maf", "iaf", "realnvp") get ``max_log_scale=``
+        `DENSITY_MAX_LOG_SCALE` unless it is given (``None`` removes the bound).
       name: the distribution's name.
 
     Returns:
       ``(init_fn, build_fn)``: ``params = init_fn(seed)`` (a dict of arrays; the backbone is
       drawn from `seed` and starts as the identity, so the density starts at the gated model)
       and ``density = build_fn(params)``, an `emf_jax.EmbeddedFlowDistribution` (a
-      `tfd.Distribution` with `log_prob` and `sample`) over the model's variables.
+      `tfd.Distribution` with `log_prob` and `sample`) over the model's variables. When the
+      model's parameters train, ``build_fn.model_part`` is an `emf_jax.training.ModelPart`
+      (the model alone and where its parameters sit), with which `emf_jax.fit_density`
+      fits the model first.
 
     Raises:
       ValueError: a pinned model, an unknown architecture or backbone, or `model_params`
@@ -154,6 +166,8 @@ def build_emf_density_stateless(
     if backbone == "nsf":
         # TFP's default NSF direction suits sampling; density fitting wants one-pass density.
         backbone_kwargs.setdefault("direction", "maf")
+    if isinstance(backbone, str) and backbone in _AFFINE_BACKBONES:
+        backbone_kwargs.setdefault("max_log_scale", DENSITY_MAX_LOG_SCALE)
     flow = build_embedded_flow(
         model_fn if trainable else model,
         model_params=model_params if trainable else None,
@@ -167,7 +181,15 @@ def build_emf_density_stateless(
     def build_fn(params: dict) -> EmbeddedFlowDistribution:
         return EmbeddedFlowDistribution(flow, params, name=name)
 
+    if trainable:
+        build_fn.model_part = ModelPart(  # type: ignore[attr-defined]
+            build=model_fn, get=model_params_of, set=_with_model_params)
     return init_fn, build_fn
+
+
+def _with_model_params(params: dict, model_params: Any) -> dict:
+    """A copy of an EMF density's `params` with the embedded model's part replaced."""
+    return {**params, "structured": {**params["structured"], "model": model_params}}
 
 
 def model_params_of(params: dict) -> Any:

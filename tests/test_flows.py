@@ -41,6 +41,11 @@ FACTORIES = {
     "maf_affine_maf": functools.partial(
         masked_autoregressive_flow, num_layers=2, hidden_units=(8, 8), direction="maf"),
     "real_nvp": functools.partial(real_nvp_flow, num_layers=3, hidden_units=(8, 8)),
+    # The clipped parameterisation (test_bounded_affine_layers_clip_log_scale_and_shift
+    # checks the clips themselves).
+    "maf_bounded_maf": functools.partial(
+        masked_autoregressive_flow, num_layers=2, hidden_units=(8, 8), direction="maf",
+        max_log_scale=1.0, max_shift=1.0),
     "nsf_ar_iaf": functools.partial(
         neural_spline_flow, num_layers=2, num_bins=4, hidden_units=(8, 8), bound=2.5,
         conditioner="autoregressive", direction="iaf"),
@@ -508,6 +513,29 @@ def test_bad_arguments_raise_clear_errors():
         chain_flows(identity_flow(2), identity_flow(3))
     with pytest.raises(TypeError, match="Flow"):
         FlowBijector(lambda x: x, {})
+    with pytest.raises(ValueError, match="max_log_scale must be a positive finite number"):
+        masked_autoregressive_flow(3, max_log_scale=0.0)
+    with pytest.raises(ValueError, match="max_shift must be a positive finite number"):
+        real_nvp_flow(2, max_shift=float("inf"))
+
+
+def test_bounded_affine_layers_clip_log_scale_and_shift():
+    # Huge conditioner outputs: each clip holds (|log scale| < B per layer and dimension,
+    # |shift| < S), and near raw = 0 the bounded map equals the unbounded one to first
+    # order (tanh(u) = u - u^3 / 3: relative difference (u / B)^2 / 3 for u << B).
+    bounded = flows.affine_elementwise(max_log_scale=2.0, max_shift=3.0)
+    free = flows.affine_elementwise()
+    big = jnp.array([[50.0, 50.0], [-50.0, -50.0]])
+    y, ldj = bounded.forward(big, jnp.zeros(2))
+    assert float(jnp.max(jnp.abs(y))) <= 3.0 and float(jnp.max(jnp.abs(ldj))) <= 2.0
+    small = jnp.array([[1e-3, 2e-3]])
+    np.testing.assert_allclose(bounded.forward(small, jnp.ones(1))[0],
+                               free.forward(small, jnp.ones(1))[0], rtol=1e-6)
+    flow = masked_autoregressive_flow(3, num_layers=2, hidden_units=(8,), direction="maf",
+                                      max_log_scale=1.0)
+    params = jax.tree.map(lambda p: p + 10.0, flow.init(jax.random.PRNGKey(0)))
+    _, log_det = flow.inverse_and_log_det(params, jnp.full((4, 3), 1e6))
+    assert bool(jnp.all(jnp.isfinite(log_det))) and float(jnp.max(jnp.abs(log_det))) <= 6.0
 
 
 # ----------------------------------------------------------------------------------------------

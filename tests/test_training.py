@@ -146,7 +146,7 @@ def test_fit_vi_and_fit_density_pass_compiler_options():
     np.testing.assert_allclose(fits[1].losses, fits[0].losses, rtol=1e-5)
     np.testing.assert_allclose(fits[1].validation_losses, fits[0].validation_losses,
                                rtol=1e-5)
-    assert losses.mean_nll_runner(
+    assert losses.row_nll_runner(
         engine.freeze_compiler_options(_NO_FUSION))._cache_size() >= 1
 
 
@@ -356,8 +356,10 @@ def test_fit_density_recovers_mean_and_scale():
     data = np.random.default_rng(0).normal(mu, sigma, size=n).astype(np.float32)
     params = {"loc": jnp.zeros(()), "raw_scale": jnp.asarray(_inverse_softplus(1.0))}
     optimizer = optax.adam(optax.exponential_decay(0.1, 400, 0.01))
+    # The no-validation path (validation is on by default; tests/test_density_defaults.py).
     result = fit_density(_normal_build, params, data, optimizer=optimizer, num_steps=400,
-                         batch_size=200, seed=0, chunk_size=100, progress_bar=False)
+                         batch_size=200, seed=0, chunk_size=100, progress_bar=False,
+                         validation_fraction=0.0)
     assert isinstance(result, DensityFitResult)
     assert result.losses.shape == (400,)
     assert result.best_step == 400
@@ -467,7 +469,8 @@ def test_fit_density_early_stopping_returns_best_params():
     # Resuming from the best point continues at best_step.
     resumed = fit_density(build, result.params, train, optimizer=optax.sgd(0.02),
                           num_steps=chunk, batch_size=400, seed=0, opt_state=result.opt_state,
-                          start_step=result.best_step, progress_bar=False)
+                          start_step=result.best_step, validation_fraction=0.0,
+                          progress_bar=False)
     assert resumed.best_step == result.best_step + chunk
 
 
@@ -537,7 +540,7 @@ def test_fit_density_rejects_bad_data_before_compiling(bad, error, message):
         with pytest.raises(error, match=message):
             fit_density(_two_part, {"a": jnp.zeros(()), "b": jnp.zeros(2)}, data,
                         optimizer=optax.adam(0.1), num_steps=5, batch_size=batch_size, seed=0,
-                        progress_bar=False)
+                        validation_fraction=0.0, progress_bar=False)
 
     _assert_no_compile(run)
 
@@ -548,7 +551,12 @@ def test_fit_density_option_errors():
     kwargs = dict(optimizer=optax.adam(0.1), num_steps=5, batch_size=4, seed=0,
                   progress_bar=False)
     with pytest.raises(ValueError, match="`patience` needs a validation set"):
-        fit_density(_normal_build, params, data, patience=2, **kwargs)
+        fit_density(_normal_build, params, data, patience=2, validation_fraction=0.0,
+                    **kwargs)
+    with pytest.raises(ValueError, match="`patience` must be a positive int, None or 'auto'"):
+        fit_density(_normal_build, params, data, patience="never", **kwargs)
+    with pytest.raises(ValueError, match="`validation_fraction` must be a number"):
+        fit_density(_normal_build, params, data, validation_fraction="some", **kwargs)
     with pytest.raises(ValueError, match="either `validation_fraction` or `validation_data`"):
         fit_density(_normal_build, params, data, validation_fraction=0.2,
                     validation_data=data, **kwargs)

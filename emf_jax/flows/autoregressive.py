@@ -133,6 +133,8 @@ def masked_autoregressive_flow(
     permutation: PermutationSpec = "reverse",
     permutation_seed: int = 0,
     min_scale: float = 1e-3,
+    max_log_scale: float | None = None,
+    max_shift: float | None = None,
     output_init_scale: float = 1e-2,
     dtype: jnp.dtype = jnp.float32,
 ) -> Flow:
@@ -154,6 +156,10 @@ def masked_autoregressive_flow(
       permutation: between layers; see `stack_layers`.
       permutation_seed: seed of a ``"random"`` permutation.
       min_scale: lower bound of the affine scale.
+      max_log_scale: soft bound of each layer's ``|log scale|`` (None: unbounded); see
+        `affine_elementwise`. It keeps the density of points far outside the training
+        data from collapsing where the conditioner extrapolates.
+      max_shift: soft bound of each layer's ``|shift|`` (None: unbounded).
       output_init_scale: see `masked_autoregressive_layer`.
       dtype: parameter dtype.
 
@@ -170,7 +176,8 @@ def masked_autoregressive_flow(
       ((5, 2), (5,))
     """
     layer = masked_autoregressive_layer(
-        event_size, elementwise=affine_elementwise(min_scale=min_scale),
+        event_size, elementwise=affine_elementwise(
+            min_scale=min_scale, max_log_scale=max_log_scale, max_shift=max_shift),
         hidden_units=hidden_units, activation=activation, direction=direction,
         output_init_scale=output_init_scale, dtype=dtype)
     return stack_layers(layer, num_layers, permutation=permutation,

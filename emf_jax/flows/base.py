@@ -186,21 +186,35 @@ def positive_from_raw(raw: Array, min_value: float) -> tuple[Array, Array]:
     return 1.0 + delta, jnp.log1p(delta)
 
 
-def affine_elementwise(*, min_scale: float = 1e-3) -> Elementwise:
+def affine_elementwise(*, min_scale: float = 1e-3, max_log_scale: float | None = None,
+                       max_shift: float | None = None) -> Elementwise:
     """The elementwise affine map ``y = scale * x + shift``.
 
-    With ``raw = (shift, u)``: ``scale = 1 + (1 - min_scale) * elu(u)`` (see
-    `positive_from_raw`), so ``raw = 0`` gives scale 1 and shift 0 (exactly the identity), and
-    the scale stays above ``min_scale`` (a well-conditioned inverse).
+    With ``raw = (r, u)``: ``scale = 1 + (1 - min_scale) * elu(u)`` (see
+    `positive_from_raw`) and ``shift = r``, so ``raw = 0`` gives scale 1 and shift 0 (exactly
+    the identity), and the scale stays above ``min_scale`` (a well-conditioned inverse).
+
+    Bounds (off by default). A conditioner far outside its training inputs extrapolates its
+    outputs (linearly for ReLU networks), and an unbounded log-scale or shift makes the
+    log-density of such points arbitrarily bad. With ``max_log_scale = B`` the log-scale is
+    soft-clipped, ``log scale = B tanh(log(1 + (1 - min_scale) elu(u)) / B)``, so
+    ``|log scale| < B``; with ``max_shift = S``, ``shift = S tanh(r / S)``, so
+    ``|shift| < S``. Both clips have slope 1 at 0: the identity at ``raw = 0`` and the
+    behaviour near it are unchanged.
 
     - forward: ``y = scale * x + shift``, log-det ``log(scale)``
     - inverse: ``x = (y - shift) / scale``, log-det ``-log(scale)``
 
     Args:
       min_scale: lower bound of the scale, in (0, 1).
+      max_log_scale: bound ``B > 0`` of ``|log scale|``, or None (unbounded above).
+      max_shift: bound ``S > 0`` of ``|shift|``, or None (unbounded).
 
     Returns:
       An `Elementwise` with ``num_params == 2``.
+
+    Raises:
+      ValueError: for a bound out of range.
 
     Example:
       >>> import jax.numpy as jnp
@@ -208,17 +222,37 @@ def affine_elementwise(*, min_scale: float = 1e-3) -> Elementwise:
       >>> y, ldj = t.forward(jnp.zeros((3, 2)), jnp.arange(3.0))
       >>> y.tolist(), ldj.tolist()
       ([0.0, 1.0, 2.0], [0.0, 0.0, 0.0])
+      >>> bounded = affine_elementwise(max_log_scale=2.0, max_shift=5.0)
+      >>> y, ldj = bounded.forward(jnp.array([[1e6, 1e6]]), jnp.zeros(1))
+      >>> bool(y[0] <= 5.0), bool(ldj[0] <= 2.0)
+      (True, True)
     """
     if not 0.0 < min_scale < 1.0:
         raise ValueError(f"min_scale must be in (0, 1), got {min_scale}")
+    for name, bound in (("max_log_scale", max_log_scale), ("max_shift", max_shift)):
+        if bound is not None and not (isinstance(bound, (int, float, np.floating))
+                                      and 0.0 < float(bound) < float("inf")):
+            raise ValueError(f"{name} must be a positive finite number or None, got {bound!r}")
+
+    def scale_and_shift(raw: Array) -> tuple[Array, Array, Array]:
+        shift = raw[..., 0]
+        if max_shift is not None:
+            shift = max_shift * jnp.tanh(shift / max_shift)
+        if max_log_scale is None:
+            scale, log_scale = positive_from_raw(raw[..., 1], min_scale)
+        else:
+            log_scale = max_log_scale * jnp.tanh(
+                positive_from_raw(raw[..., 1], min_scale)[1] / max_log_scale)
+            scale = jnp.exp(log_scale)
+        return scale, log_scale, shift
 
     def forward(raw: Array, x: Array) -> tuple[Array, Array]:
-        scale, log_scale = positive_from_raw(raw[..., 1], min_scale)
-        return x * scale + raw[..., 0], log_scale
+        scale, log_scale, shift = scale_and_shift(raw)
+        return x * scale + shift, log_scale
 
     def inverse(raw: Array, y: Array) -> tuple[Array, Array]:
-        scale, log_scale = positive_from_raw(raw[..., 1], min_scale)
-        return (y - raw[..., 0]) / scale, -log_scale
+        scale, log_scale, shift = scale_and_shift(raw)
+        return (y - shift) / scale, -log_scale
 
     return Elementwise(2, forward, inverse)
 

@@ -104,6 +104,8 @@ def real_nvp_flow(
     permutation: PermutationSpec = "reverse",
     permutation_seed: int = 0,
     min_scale: float = 1e-3,
+    max_log_scale: float | None = None,
+    max_shift: float | None = None,
     output_init_scale: float = 1e-2,
     dtype: jnp.dtype = jnp.float32,
 ) -> Flow:
@@ -122,6 +124,10 @@ def real_nvp_flow(
         every layer transforms the same half.
       permutation_seed: seed of a ``"random"`` permutation.
       min_scale: lower bound of the affine scale.
+      max_log_scale: soft bound of each layer's ``|log scale|`` (None: unbounded); see
+        `affine_elementwise`. It keeps the density of points far outside the training
+        data from collapsing where the conditioner extrapolates.
+      max_shift: soft bound of each layer's ``|shift|`` (None: unbounded).
       output_init_scale: see `coupling_layer`.
       dtype: parameter dtype.
 
@@ -136,8 +142,10 @@ def real_nvp_flow(
       >>> flow.inverse_and_log_det(params, jnp.zeros((3, 4)))[0].shape
       (3, 4)
     """
-    layer = coupling_layer(event_size, elementwise=affine_elementwise(min_scale=min_scale),
-                           hidden_units=hidden_units, activation=activation,
-                           output_init_scale=output_init_scale, dtype=dtype)
+    elementwise = affine_elementwise(min_scale=min_scale, max_log_scale=max_log_scale,
+                                     max_shift=max_shift)
+    layer = coupling_layer(event_size, elementwise=elementwise, hidden_units=hidden_units,
+                           activation=activation, output_init_scale=output_init_scale,
+                           dtype=dtype)
     return stack_layers(layer, num_layers, permutation=permutation,
                         permutation_seed=permutation_seed)

@@ -11,12 +11,14 @@ to the order of floating-point reductions.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax._checks import as_key, check_callable, check_int, check_optimizer
@@ -24,11 +26,62 @@ from emf_jax.sharding import data_parallel
 from emf_jax.training.data import num_rows, shape_str, split_rows, structure_data
 from emf_jax.training.engine import (FitResult, Seed, freeze_compiler_options, run_minimize,
                                      static)
-from emf_jax.training.losses import MinibatchNLL, VariationalLoss, mean_nll_runner
+from emf_jax.training.losses import MinibatchNLL, VariationalLoss, row_nll_runner
 
-__all__ = ["DensityFitResult", "fit_density", "fit_vi"]
+__all__ = [
+    "DEFAULT_PATIENCE",
+    "DEFAULT_PRETRAIN_MODEL_STEPS",
+    "DEFAULT_VALIDATION_FRACTION",
+    "DensityFitResult",
+    "ModelPart",
+    "fit_density",
+    "fit_vi",
+]
 
 PyTree = Any
+Auto = Literal["auto"]
+
+# fit_density's defaults (see its docstring).
+DEFAULT_VALIDATION_FRACTION = 0.1
+DEFAULT_PATIENCE = 10
+DEFAULT_PRETRAIN_MODEL_STEPS = 500
+# The model-first phase: a template's few parameters take a large learning rate, and a
+# larger minibatch than the joint fit (the template's log-density is cheap).
+_PRETRAIN_OPTIMIZER = optax.adam(1e-2)
+_PRETRAIN_BATCH = 1024
+# The divergence warning: validation NLL above the training NLL (on as many training rows)
+# by more than this margin plus this many standard errors of the difference, at this many
+# consecutive chunk ends.
+_DIVERGENCE_MARGIN = 0.1
+_DIVERGENCE_STANDARD_ERRORS = 4.0
+_DIVERGENCE_CHUNKS = 3
+
+
+class ModelPart(NamedTuple):
+    """The embedded model of a density: where its parameters sit, and its density alone.
+
+    A density builder attaches one to its ``build_fn`` as ``build_fn.model_part`` (as
+    `emf_jax.build_emf_density_stateless` does when the model's parameters train); then
+    `fit_density` first fits the model alone by maximum likelihood (cheap: a template has few
+    parameters and a closed-form log-density), and the joint fit starts from there.
+
+    Attributes:
+      build: ``build(model_params) -> tfd.Distribution`` over the density's events: the
+        model alone.
+      get: ``get(params) -> model_params``, the model's part of the density's parameters.
+      set: ``set(params, model_params) -> params``, a copy with that part replaced.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> part = ModelPart(build=lambda m: tfp.distributions.Normal(m["loc"], 1.0),
+      ...                  get=lambda p: p["model"], set=lambda p, m: {**p, "model": m})
+      >>> part.set({"model": {"loc": 0.0}, "flow": 1.0}, {"loc": 2.0})["model"]
+      {'loc': 2.0}
+    """
+
+    build: Callable[[PyTree], Any]
+    get: Callable[[PyTree], PyTree]
+    set: Callable[[PyTree, PyTree], PyTree]
 
 
 class DensityFitResult(NamedTuple):
@@ -36,7 +89,7 @@ class DensityFitResult(NamedTuple):
 
     Attributes:
       params: the parameters at `best_step` (the best validation loss when there is a
-        validation set, else the last step).
+        validation set, as by default, else the last step).
       opt_state: the optimiser state at `best_step`.
       losses: array `[steps_run]` of the minibatch training loss at each step run
         (shorter than `num_steps` when early stopping ended the fit).
@@ -163,12 +216,15 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
 
 def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
                 optimizer: Any, num_steps: int, batch_size: int, seed: Seed,
-                validation_fraction: float = 0.0, validation_data: Any = None,
-                patience: int | None = None, chunk_size: int = 100,
+                validation_fraction: Union[float, Auto] = "auto",
+                validation_data: Any = None,
+                patience: Union[int, None, Auto] = "auto", chunk_size: int = 100,
                 opt_state: PyTree | None = None, start_step: int = 0,
                 progress_bar: bool = True, mesh: Any = None,
                 devices: Any = None,
-                compiler_options: Mapping[str, Any] | None = None) -> DensityFitResult:
+                compiler_options: Mapping[str, Any] | None = None,
+                pretrain_model_steps: Union[int, Auto] = "auto",
+                pretrain_optimizer: Any = None) -> DensityFitResult:
     """Fits a density `build_fn(params)` to data by minibatch maximum likelihood.
 
     Each step draws `batch_size` training rows uniformly with replacement (all rows, in
@@ -177,26 +233,48 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
     `-mean(build_fn(params).log_prob(batch))`. Data are checked and structured by
     `structure_data` before anything is compiled.
 
-    Validation: `validation_fraction` holds out that share of the rows (a random split
-    that depends only on `seed`, so a resumed fit with the same seed sees the same split),
-    or `validation_data` gives a separate set. The validation negative mean
-    log-likelihood is evaluated at the end of every chunk of `chunk_size` steps; the
-    returned `params` are those of the best chunk end, and with `patience` the fit stops
-    after `patience` chunk ends without improvement.
+    The defaults aim at a density that generalises (a flexible flow on a few thousand rows
+    overfits otherwise):
+
+    - Validation. By default `DEFAULT_VALIDATION_FRACTION` (10%) of the rows are held out
+      (a random split that depends only on `seed`, so a resumed fit with the same seed sees
+      the same split); `validation_data` gives a separate set instead, and
+      ``validation_fraction=0.0`` opts out. The validation negative mean log-likelihood is
+      evaluated at the end of every chunk of `chunk_size` steps, and the returned `params`
+      are those of the best chunk end.
+    - Early stopping. With a validation set the fit stops after `DEFAULT_PATIENCE` (10)
+      chunk ends without improvement; ``patience=None`` runs all `num_steps`.
+    - The embedded model first. When ``build_fn.model_part`` is a `ModelPart` (the EMF
+      densities of `emf_jax.build_emf_density_stateless` with trainable model parameters),
+      the model alone is first fitted by maximum likelihood on the training rows for
+      `DEFAULT_PRETRAIN_MODEL_STEPS` (500) steps (Adam, learning rate 1e-2, minibatches of
+      up to 1024 rows), and the joint fit starts from those model parameters. Otherwise
+      the flow, more flexible, absorbs what the model's parameters should learn (e.g. the
+      scale of a random walk's steps) before they learn it. Skipped when resuming
+      (`opt_state` given or ``start_step > 0``).
+    - A divergence warning. At each chunk end the training NLL is also evaluated on as many
+      training rows as the validation set has; a `RuntimeWarning` reports when the
+      validation NLL exceeds it, in mean or in median (robust to the heavy tail of an
+      overfitted density's validation NLL), by more than 0.1 nats plus 4 standard errors of
+      the difference at 3 consecutive chunk ends (the density overfits; the returned
+      parameters are still the best validation point).
 
     Args:
-      build_fn: `build_fn(params) -> tfd.Distribution` with scalar batch shape.
+      build_fn: `build_fn(params) -> tfd.Distribution` with scalar batch shape; it may have
+        a `ModelPart` as attribute ``model_part``.
       params: initial parameters (a pytree, typically a dict).
       data: rows of the event structure or a flat `[N, D]` array; see `structure_data`.
       optimizer: an `optax.GradientTransformation`.
-      num_steps: maximum number of optimisation steps.
+      num_steps: maximum number of optimisation steps (of the joint fit).
       batch_size: rows per minibatch, at most the number of training rows.
       seed: an int or a PRNG key; it fixes the validation split and the minibatches.
-      validation_fraction: share of the rows held out for validation, in [0, 1).
-      validation_data: a separate validation set (same forms as `data`); exclusive with
-        `validation_fraction`.
+      validation_fraction: share of the rows held out for validation, in [0, 1);
+        ``"auto"``: `DEFAULT_VALIDATION_FRACTION` unless `validation_data` is given.
+      validation_data: a separate validation set (same forms as `data`); exclusive with a
+        nonzero `validation_fraction`.
       patience: chunk ends without validation improvement before stopping; `None` never
-        stops early. Needs a validation set.
+        stops early; ``"auto"``: `DEFAULT_PATIENCE` with a validation set, else None. An
+        integer needs a validation set.
       chunk_size: steps per compiled scan chunk, also the validation interval.
       opt_state: optimiser state to resume from (with `params` and `start_step`).
       start_step: global index of the first step when resuming.
@@ -209,16 +287,24 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         `jax.jit(..., compiler_options=...)`. On the CPU, ``{"xla_disable_hlo_passes":
         "fusion"}`` cuts the compile time of long Python-loop models (one variable per
         time step) several-fold; see the performance guide in the docs.
+      pretrain_model_steps: steps of the model-alone fit before the joint fit; ``"auto"``:
+        `DEFAULT_PRETRAIN_MODEL_STEPS` when `build_fn` has a ``model_part`` and the fit is
+        not resumed, else 0. A positive integer needs a ``model_part``.
+      pretrain_optimizer: the optimiser of the model-alone fit (default: Adam, 1e-2).
 
     Returns:
       A `DensityFitResult(params, opt_state, losses, num_nonfinite, validation_losses,
-      best_step)`.
+      best_step)`; `losses`, `num_nonfinite` and `best_step` count the joint fit's steps.
 
     Raises:
       TypeError: for an optimiser that is not optax-like or data of a bad dtype.
       ValueError: for bad data (see `structure_data`), too few rows for `batch_size`,
-        inconsistent validation options, or a `batch_size` that does not split evenly over
-        the devices.
+        inconsistent validation options, `pretrain_model_steps` without a model part, or a
+        `batch_size` that does not split evenly over the devices.
+
+    Warns:
+      RuntimeWarning: when the validation loss stays well above the training loss (see
+        above), and (from the engine) when steps were skipped for non-finite values.
 
     Example:
       >>> import jax, numpy as np, optax
@@ -231,6 +317,8 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
       ...                      seed=0, progress_bar=False)
       >>> bool(abs(result.params["loc"] - data.mean()) < 0.2)
       True
+      >>> result.validation_losses.shape       # 10% of the rows held out; 3 chunk ends
+      (3,)
     """
     check_callable("build_fn", build_fn)
     check_optimizer(optimizer)
@@ -242,16 +330,45 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
     chunk_size = check_int("chunk_size", chunk_size, 1)
     start_step = check_int("start_step", start_step, 0)
     frozen_options = freeze_compiler_options(compiler_options)
-    if patience is not None:
-        patience = check_int("patience", patience, 1)
+    if isinstance(validation_fraction, str):
+        if validation_fraction != "auto":
+            raise ValueError(f"`validation_fraction` must be a number in [0, 1) or 'auto', "
+                             f"got {validation_fraction!r}.")
+        validation_fraction = (DEFAULT_VALIDATION_FRACTION if validation_data is None
+                               else 0.0)
     if not 0.0 <= float(validation_fraction) < 1.0:
         raise ValueError(f"`validation_fraction` must be in [0, 1), got {validation_fraction}.")
     if validation_data is not None and validation_fraction > 0:
         raise ValueError("give either `validation_fraction` or `validation_data`, not both.")
     has_validation = validation_data is not None or validation_fraction > 0
+    if isinstance(patience, str):
+        if patience != "auto":
+            raise ValueError(f"`patience` must be a positive int, None or 'auto', got "
+                             f"{patience!r}.")
+        patience = DEFAULT_PATIENCE if has_validation else None
+    if patience is not None:
+        patience = check_int("patience", patience, 1)
     if patience is not None and not has_validation:
         raise ValueError("`patience` needs a validation set: set `validation_fraction` or "
                          "`validation_data`.")
+    model_part = getattr(build_fn, "model_part", None)
+    if model_part is not None and not isinstance(model_part, ModelPart):
+        raise TypeError(f"build_fn.model_part must be an emf_jax.training.ModelPart, got "
+                        f"{type(model_part).__name__}")
+    resuming = opt_state is not None or start_step > 0
+    if isinstance(pretrain_model_steps, str):
+        if pretrain_model_steps != "auto":
+            raise ValueError(f"`pretrain_model_steps` must be a non-negative int or 'auto', "
+                             f"got {pretrain_model_steps!r}.")
+        pretrain_model_steps = (DEFAULT_PRETRAIN_MODEL_STEPS
+                                if model_part is not None and not resuming else 0)
+    pretrain_model_steps = check_int("pretrain_model_steps", pretrain_model_steps, 0)
+    if pretrain_model_steps > 0 and model_part is None:
+        raise ValueError("`pretrain_model_steps` needs a density whose build_fn has a "
+                         "`model_part` (the EMF densities of build_emf_density_stateless "
+                         "with trainable model parameters); this build_fn has none.")
+    if pretrain_optimizer is not None:
+        check_optimizer(pretrain_optimizer)
 
     dist = build_fn(params)
     batch_shapes = [tuple(s) for s in jax.tree.leaves(dist.batch_shape)]
@@ -263,6 +380,9 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
     n = num_rows(structured)
     split_key, train_key = jax.random.split(as_key(seed))
     if validation_fraction > 0:
+        if n < 2:
+            raise ValueError(f"a validation split needs at least 2 rows, got {n}: pass "
+                             "validation_fraction=0.0 (or more data).")
         train, valid = split_rows(structured, validation_fraction, split_key)
     else:
         valid = (structure_data(dist, validation_data, name="validation_data")
@@ -270,7 +390,8 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         train = structured
     n_train = num_rows(train)
     if batch_size > n_train:
-        held_out = f" after holding out {n - n_train} validation rows" if n_train < n else ""
+        held_out = (f" after holding out {n - n_train} validation rows (pass "
+                    f"validation_fraction=0.0 to train on all {n})" if n_train < n else "")
         raise ValueError(f"`batch_size`={batch_size} exceeds the {n_train} training rows"
                          f"{held_out}.")
 
@@ -284,20 +405,37 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
             "distribution with scalar batch shape (wrap batch dimensions in tfd.Independent).")
 
     train = jax.tree.map(jnp.asarray, train)
+    if pretrain_model_steps > 0:
+        params = _fit_model_first(
+            model_part, params, train, optimizer=pretrain_optimizer or _PRETRAIN_OPTIMIZER,
+            num_steps=pretrain_model_steps, batch_size=min(n_train, max(batch_size,
+                                                                        _PRETRAIN_BATCH)),
+            key=jax.random.fold_in(split_key, 1), chunk_size=chunk_size,
+            progress_bar=progress_bar, compiler_options=frozen_options)
     hook = None
     validation_losses: list[float] = []
     best: dict[str, Any] = {"loss": math.inf, "params": None, "opt_state": None,
                             "step": start_step}
+    divergence = _DivergenceMonitor()
     if valid is not None:
         valid = jax.tree.map(jnp.asarray, valid)
+        n_valid = num_rows(valid)
+        # As many training rows as validation rows (the same compiled program when they fit).
+        rows = np.sort(np.asarray(jax.random.permutation(
+            jax.random.fold_in(split_key, 2), n_train))[:n_valid])
+        train_probe = jax.tree.map(lambda x: x[rows], train)
         static_build = static(build_fn)
-        mean_nll = mean_nll_runner(frozen_options)
+        nll_rows = row_nll_runner(frozen_options)
         chunks_without_improvement = 0
 
         def hook(step: int, params: PyTree, opt_state: PyTree):
             nonlocal chunks_without_improvement
-            loss = float(mean_nll(static_build, params, valid))
+            val_rows = np.asarray(nll_rows(static_build, params, valid), np.float64)
+            loss = float(np.mean(val_rows))
             validation_losses.append(loss)
+            divergence.update(step, val_rows,
+                              np.asarray(nll_rows(static_build, params, train_probe),
+                                         np.float64))
             if loss < best["loss"] or (best["params"] is None and not math.isnan(loss)):
                 best.update(loss=loss, params=params, opt_state=opt_state, step=step)
                 chunks_without_improvement = 0
@@ -315,6 +453,7 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
     if best["params"] is None:  # No validation (or only NaN losses): keep the last step.
         best.update(params=result.params, opt_state=result.opt_state,
                     step=start_step + steps_run)
+    divergence.warn(best_step=int(best["step"]), best_loss=best["loss"])
     return DensityFitResult(
         params=best["params"], opt_state=best["opt_state"], losses=result.losses,
         num_nonfinite=result.num_nonfinite,
@@ -322,3 +461,74 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         best_step=int(best["step"]))
 
 
+def _fit_model_first(model_part: ModelPart, params: PyTree, train: PyTree, *,
+                     optimizer: Any, num_steps: int, batch_size: int, key: jax.Array,
+                     chunk_size: int, progress_bar: bool, compiler_options: Any) -> PyTree:
+    """`params` with the embedded model's part fitted alone by maximum likelihood."""
+    loss_fn = MinibatchNLL(build_fn=model_part.build, batch_size=batch_size)
+    result, _ = run_minimize(
+        loss_fn, model_part.get(params), optimizer=optimizer, num_steps=num_steps, key=key,
+        args=(train,), chunk_size=chunk_size, opt_state=None, start_step=0,
+        progress_bar=progress_bar, description="fit_density (model first)", plan=None,
+        compiler_options=compiler_options)
+    return model_part.set(params, result.params)
+
+
+def _gap_and_stderr(val: np.ndarray, train: np.ndarray, *, robust: bool
+                    ) -> tuple[float, float]:
+    """Validation minus training mean (or median) NLL and the standard error of that gap."""
+    if robust:  # Median; its standard error from the MAD (exact for normal rows).
+        def stderr(x: np.ndarray) -> float:
+            return 1.2533 * 1.4826 * float(np.median(np.abs(x - np.median(x)))) / math.sqrt(
+                len(x))
+        gap = float(np.median(val) - np.median(train))
+    else:
+        def stderr(x: np.ndarray) -> float:
+            return float(np.std(x)) / math.sqrt(len(x))
+        gap = float(np.mean(val) - np.mean(train))
+    return gap, math.hypot(stderr(val), stderr(train))
+
+
+class _DivergenceMonitor:
+    """Tracks the validation-minus-training NLL gap over chunk ends (see `fit_density`).
+
+    A chunk end counts as diverged when the mean gap or the median gap (robust to the heavy
+    tail of the validation NLL of an overfitted density, which inflates the mean's standard
+    error) exceeds the margin plus `_DIVERGENCE_STANDARD_ERRORS` of its standard errors.
+    """
+
+    def __init__(self) -> None:
+        self.run = 0
+        self.first: tuple[int, float, float] | None = None
+        self.last: tuple[int, float, float] | None = None
+
+    def update(self, step: int, val: np.ndarray, train: np.ndarray) -> None:
+        if not (np.all(np.isfinite(train)) and len(val) > 1 and len(train) > 1):
+            self.run = 0
+            return
+        worst = None
+        for robust in (False, True):
+            if robust or np.all(np.isfinite(val)):
+                gap, stderr = _gap_and_stderr(val, train, robust=robust)
+            else:  # Non-finite validation NLL, finite training NLL: the extreme case.
+                gap, stderr = math.inf, 0.0
+            if gap > _DIVERGENCE_MARGIN + _DIVERGENCE_STANDARD_ERRORS * stderr:
+                worst = worst or (step, gap, stderr)
+        self.run = self.run + 1 if worst else 0
+        if worst and self.run >= _DIVERGENCE_CHUNKS:
+            self.first = self.first or worst
+            self.last = worst
+
+    def warn(self, *, best_step: int, best_loss: float) -> None:
+        if self.first is None or self.last is None:
+            return
+        step, gap, stderr = self.last
+        warnings.warn(
+            f"fit_density: the validation NLL exceeded the training NLL (on as many training "
+            f"rows; in mean or median) by more than {_DIVERGENCE_MARGIN} nats + "
+            f"{_DIVERGENCE_STANDARD_ERRORS:g} standard errors at {_DIVERGENCE_CHUNKS} "
+            f"consecutive chunk ends, first at step {self.first[0]} (gap {self.first[1]:.3g} "
+            f"± {self.first[2]:.2g}), last at step {step} (gap {gap:.3g} ± {stderr:.2g}): "
+            f"the density overfits the training rows. The returned parameters are the best "
+            f"validation point (step {best_step}, validation NLL {best_loss:.4g}); a smaller "
+            "flow, more data or fewer steps generalise better.", RuntimeWarning, stacklevel=3)
