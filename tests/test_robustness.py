@@ -117,15 +117,16 @@ def test_temperature_is_one_on_a_benign_model_and_below_one_where_the_prior_over
     params = flow.init(jax.random.key(0))
     forward = lambda z: flow.forward_and_log_det(params, z)  # noqa: E731
     ladder = (1.0, 0.5, 0.1)
+    # The probe at 2 tau: fractions at (2, 1, 0.2).
     fractions = finite_fraction_by_temperature(
         forward, pinned.unnormalized_log_prob, jax.random.key(3), event_size=flow.event_size,
-        ladder=ladder, num_draws=200)
+        ladder=tuple(2 * t for t in ladder), num_draws=200)
     assert float(fractions[0]) < 1.0 and float(fractions[-1]) == 1.0
     tau = jax.jit(lambda key: select_temperature(
         forward, pinned.unnormalized_log_prob, key, event_size=flow.event_size, ladder=ladder,
-        num_draws=200))(jax.random.key(3))
+        num_draws=200, probe_scale=2.0))(jax.random.key(3))
     first_ok = ladder[int(np.argmax(np.asarray(fractions) == 1.0))]
-    assert float(tau) == first_ok
+    assert float(tau) == pytest.approx(first_ok) and first_ok < 1.0
     # An unpinned model has no target: the affine stage starts as the identity.
     init_fn, _ = emf_jax.build_emf_surrogate_posterior_stateless(
         tfd.JointDistributionNamed(dict(a=tfd.Cauchy(0.0, 1.0))), **SMALL)
