@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["as_key", "check_callable", "check_int", "check_optimizer"]
+__all__ = ["as_key", "check_callable", "check_int", "check_optimizer", "check_positive_float"]
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
@@ -21,6 +21,19 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
     return int(value)
+
+
+def check_positive_float(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """`value` as a float, after checking that it is a finite real number > 0 (or None)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        none = " or None" if allow_none else ""
+        raise TypeError(f"`{name}` must be a positive float{none}, got {value!r}.")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be finite and > 0, got {value}.")
+    return float(value)
 
 
 def check_callable(name: str, value: Any) -> None:

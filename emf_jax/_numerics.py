@@ -4,10 +4,14 @@
 - An elementwise root finder for increasing functions (Newton's method safeguarded by a
   bracket that is grown, then bisected) whose derivatives come from the implicit function
   theorem through `jax.lax.custom_root`, so that gradients never flow through the iterations.
+- `guard_draws`: the identity on a batch of Monte Carlo draws whose backward pass zeroes
+  the cotangent of every draw that has a non-finite entry, so that one draw where a target
+  overflows cannot turn every parameter's gradient into NaN.
 """
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +20,51 @@ from jax.scipy import special as jsp
 Array = jax.Array
 
 _LOG_HALF = -0.6931471805599453
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def guard_draws(draws: Any, batch_ndims: int) -> Any:
+    """The identity on a pytree of draws; its backward pass drops non-finite draws' cotangents.
+
+    Every floating leaf has shape ``batch_shape + event_shape`` with ``len(batch_shape) ==
+    batch_ndims``. On the way back, draw ``i`` keeps its cotangent (in every leaf) only if all
+    of its entries in all leaves are finite; otherwise its cotangent is set to 0. A draw whose
+    target log-density overflowed (``exp(h / 2) = inf``) thus contributes nothing to the
+    gradient instead of turning it into NaN: ``0 * inf`` never reaches the parameters.
+
+    Args:
+      draws: a pytree of arrays with ``batch_ndims`` leading draw axes.
+      batch_ndims: the number of leading draw axes (static).
+
+    Returns:
+      ``draws`` unchanged.
+    """
+    del batch_ndims
+    return draws
+
+
+def _guard_draws_fwd(draws: Any, batch_ndims: int) -> tuple[Any, None]:
+    del batch_ndims
+    return draws, None
+
+
+def _guard_draws_bwd(batch_ndims: int, residual: None, cotangent: Any) -> tuple[Any]:
+    del residual
+    leaves, treedef = jax.tree.flatten(cotangent)
+    floating = [jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in leaves]
+    masks = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(batch_ndims, leaf.ndim)))
+             for leaf, f in zip(leaves, floating) if f]
+    if not masks:
+        return (cotangent,)
+    keep = functools.reduce(jnp.logical_and, masks)
+    guarded = [
+        jnp.where(keep.reshape(keep.shape + (1,) * (leaf.ndim - batch_ndims)), leaf,
+                  jnp.zeros((), leaf.dtype)) if f else leaf
+        for leaf, f in zip(leaves, floating)]
+    return (jax.tree.unflatten(treedef, guarded),)
+
+
+guard_draws.defvjp(_guard_draws_fwd, _guard_draws_bwd)
 
 
 def safe_where(condition: Array, if_true: Callable[[Array], Array],

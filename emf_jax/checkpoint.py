@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-__all__ = ["load", "register_path_migration", "save"]
+__all__ = ["load", "register_path_migration", "register_zero_filled_leaves", "save"]
 
 PyTree = Any
 
@@ -406,7 +406,11 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> PyTree:
             if migrated is None:
                 raise mismatch
             order, infos = migrated
-            return _fill_template(like, [leaves[i] for i in order], infos)
+            template = jax.tree.leaves(like)
+            filled = [leaves[i] if i is not None
+                      else np.zeros(np.shape(template[k]), np.asarray(template[k]).dtype)
+                      for k, i in enumerate(order)]
+            return _fill_template(like, filled, infos)
     except _CheckpointError as err:
         raise ValueError(f"cannot load checkpoint {path!r}: {err}.") from err
 
@@ -444,17 +448,58 @@ def register_path_migration(migration: Callable[[str], str]) -> Callable[[str], 
     return migration
 
 
-def _migrated_order(like: PyTree, infos: list[dict]) -> tuple[list[int], list[dict]] | None:
-    """The stored leaves' order and infos that match `like` after a migration, or None."""
-    wanted = [jax.tree_util.keystr(p) or "<root>"
-              for p, _ in jax.tree_util.tree_flatten_with_path(like)[0]]
-    for migration in _PATH_MIGRATIONS:
+# Predicates on current key paths: leaves that layouts before a change did not have, and
+# whose zero value is what an old checkpoint means (e.g. an identity stage's parameters and
+# their zero optimizer moments). `load` fills them with zeros of `like`'s shape and dtype.
+_ZERO_FILLED_LEAVES: list[Callable[[str], bool]] = []
+
+
+def register_zero_filled_leaves(predicate: Callable[[str], bool]) -> Callable[[str], bool]:
+    """Registers key paths that `load` fills with zeros when an older file lacks them.
+
+    Args:
+      predicate: ``predicate(path) -> bool`` on the key paths of `like`.
+
+    Returns:
+      `predicate` itself.
+
+    Example:
+      >>> import os, tempfile, numpy as np
+      >>> path = os.path.join(tempfile.mkdtemp(), "old.npz")
+      >>> save(path, {"w": np.ones(2)})
+      >>> _ = register_zero_filled_leaves(lambda p: p.startswith("['new_stage']"))
+      >>> loaded = load(path, like={"w": np.ones(2), "new_stage": np.ones(3)})
+      >>> loaded["new_stage"].tolist()
+      [0.0, 0.0, 0.0]
+      >>> _ = _ZERO_FILLED_LEAVES.pop()  # (the example's rule is not kept)
+    """
+    _ZERO_FILLED_LEAVES.append(predicate)
+    return predicate
+
+
+def _migrated_order(like: PyTree, infos: list[dict]
+                    ) -> tuple[list[int | None], list[dict]] | None:
+    """The stored leaves' order and infos that match `like` after a migration, or None.
+
+    An order entry of None marks a leaf that the file lacks and that is zero-filled.
+    """
+    template = jax.tree_util.tree_flatten_with_path(like)[0]
+    wanted = [jax.tree_util.keystr(p) or "<root>" for p, _ in template]
+    identity: Callable[[str], str] = lambda path: path  # noqa: E731
+    for migration in [identity, *_PATH_MIGRATIONS]:
         paths = [migration(info["path"]) for info in infos]
-        if len(set(paths)) != len(paths) or sorted(paths) != sorted(wanted):
+        if len(set(paths)) != len(paths) or not set(paths) <= set(wanted):
             continue
+        missing = set(wanted) - set(paths)
+        if not all(any(rule(p) for rule in _ZERO_FILLED_LEAVES) for p in missing):
+            continue
+        if migration is identity and not missing:
+            continue  # the stored layout itself, which did not match
         index = {p: i for i, p in enumerate(paths)}
-        order = [index[p] for p in wanted]
-        return order, [dict(infos[i], path=wanted[k]) for k, i in enumerate(order)]
+        order = [index.get(p) for p in wanted]
+        return order, [dict(infos[i], path=wanted[k]) if i is not None
+                       else {"path": wanted[k], "py": None}
+                       for k, i in enumerate(order)]
     return None
 
 

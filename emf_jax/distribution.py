@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
+from emf_jax._numerics import guard_draws
 from emf_jax.architectures import EmbeddedFlow
 
 tfd = tfp.distributions
@@ -32,6 +33,16 @@ class EmbeddedFlowDistribution(tfd.Distribution):
     uses); `log_prob` of given values inverts every layer. The surrogate and density builders
     (`emf_jax.build_emf_surrogate_posterior_stateless`,
     `emf_jax.density.build_emf_density_stateless`) return it from their ``build_fn``.
+
+    Guarded samples. The values returned by `sample` and `experimental_sample_and_log_prob`
+    are the flow's values in the forward pass; in the backward pass, every draw whose
+    cotangent has a non-finite entry (in any latent) gets a zero cotangent instead
+    (`emf_jax._numerics.guard_draws`, a `jax.custom_vjp`). A draw where the target
+    overflows (``log p = -inf`` or a non-finite gradient) then adds nothing to the
+    parameters' gradient, rather than ``0 * inf = NaN`` to all of them: fitted with TFP's
+    own ``tfp.vi.fit_surrogate_posterior_stateless``, which has no guard, the loss of such a
+    step is non-finite but the parameters stay finite and keep learning from the other
+    draws. The log-density term is not guarded (it is finite wherever the flow is).
 
     Args:
       flow: the `emf_jax.architectures.EmbeddedFlow` (pure functions of the parameters).
@@ -122,7 +133,8 @@ class EmbeddedFlowDistribution(tfd.Distribution):
         return jax.random.normal(seed, tuple(shape) + (self._flow.event_size,), self._noise_dtype)
 
     def _sample_n(self, n, seed=None):
-        return self._flow.forward_and_log_det(self._params, self._noise((n,), seed))[0]
+        values = self._flow.forward_and_log_det(self._params, self._noise((n,), seed))[0]
+        return guard_draws(values, 1)
 
     def _log_prob(self, value):
         z, log_det = self._flow.inverse_and_log_det(self._params, value)
@@ -132,7 +144,7 @@ class EmbeddedFlowDistribution(tfd.Distribution):
         shape = tuple(int(s) for s in np.asarray(sample_shape).reshape(-1))
         z = self._noise(shape, seed)
         values, log_det = self._flow.forward_and_log_det(self._params, z)
-        return values, _standard_normal_log_prob(z) - log_det
+        return guard_draws(values, len(shape)), _standard_normal_log_prob(z) - log_det
 
     def _default_event_space_bijector(self):
         return None

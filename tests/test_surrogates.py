@@ -147,18 +147,31 @@ def test_unknown_architecture_and_backbone_errors():
             pinned, architecture="gemf-m", num_backbone_layers=1)
 
 
-def test_non_finite_steps_are_skipped_and_reported():
+def test_non_finite_draws_are_masked_and_all_non_finite_steps_skipped():
     pinned = scalar_model()
     init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(pinned, **SMALL)
 
+    # Some draws NaN (mu > 1, about a sixth of them): left out of the average and counted,
+    # no step skipped (all 4 draws NaN has probability about 0.16^4 per step).
     def flaky_target(mu):
         return jnp.where(mu > 1.0, jnp.nan, pinned.unnormalized_log_prob(mu))
 
-    with pytest.warns(RuntimeWarning, match="skipped"):
+    with pytest.warns(RuntimeWarning, match="of draws"):
         result = emf_jax.fit_vi(flaky_target, build_fn, init_fn(jax.random.key(0)),
                                 optimizer=optax.adam(1e-3), num_steps=40, sample_size=4,
                                 seed=0, progress_bar=False)
-    assert result.num_nonfinite > 0
+    assert result.num_nonfinite_draws > 0
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(result.params))
+
+    # A target NaN everywhere: every draw of every step is left out, so every step is skipped.
+    def broken_target(mu):
+        return jnp.full(jnp.shape(mu), jnp.nan)
+
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        result = emf_jax.fit_vi(broken_target, build_fn, init_fn(jax.random.key(0)),
+                                optimizer=optax.adam(1e-3), num_steps=5, sample_size=4,
+                                seed=0, progress_bar=False)
+    assert result.num_nonfinite == 5 and result.num_nonfinite_draws == 20
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(result.params))
 
 

@@ -5,9 +5,10 @@ pure functions of a plain parameter pytree (see `emf_jax.flows.base`); `FlowBije
 flow and its parameters as a ``tfb.Bijector``.
 
 Factories: `masked_autoregressive_flow` (IAF/MAF), `real_nvp_flow`, `neural_spline_flow`,
-`identity_flow`, `chain_flows`. Stacked layers share one traced body (``jax.lax.scan``), so
-compile time does not grow with depth.
+`affine_flow` (elementwise or lower-triangular), `identity_flow`, `chain_flows`. Stacked
+layers share one traced body (``jax.lax.scan``), so compile time does not grow with depth.
 """
+from emf_jax.flows.affine import affine_flow, scale_affine_params
 from emf_jax.flows.autoregressive import masked_autoregressive_flow, masked_autoregressive_layer
 from emf_jax.flows.base import (
     Elementwise,
@@ -34,6 +35,7 @@ __all__ = [
     "FlowBijector",
     "Network",
     "affine_elementwise",
+    "affine_flow",
     "chain_flows",
     "coupling_layer",
     "identity_flow",
@@ -49,5 +51,6 @@ __all__ = [
     "rational_quadratic_spline",
     "real_nvp_flow",
     "reverse_permutation",
+    "scale_affine_params",
     "stack_layers",
 ]

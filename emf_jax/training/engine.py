@@ -19,7 +19,15 @@ seed of a step depends only on the base seed and the step's global index, so a r
 Non-finite guard. A step whose loss or any gradient is NaN or infinite leaves the
 parameters and optimiser state unchanged; training goes on. The number of skipped steps
 is returned (`FitResult.num_nonfinite`), shown in the progress bar and reported at the end
-by a `RuntimeWarning`.
+by a `RuntimeWarning`. A loss object with a method ``loss_and_count(params, seed, *args) ->
+(loss, count)`` (`VariationalLoss`: the number of Monte Carlo draws it left out as
+non-finite) is differentiated through that method, and the counts are summed into
+`FitResult.num_nonfinite_draws`.
+
+Gradient clipping. With ``max_grad_norm``, the gradient is rescaled to a global norm of
+at most ``max_grad_norm`` (``g * min(1, max_grad_norm / ||g||)``, as
+``optax.clip_by_global_norm``) before the optimiser sees it. The optimiser state keeps the
+user's optimiser's structure, so a fit can be resumed with or without clipping.
 """
 from __future__ import annotations
 
@@ -34,7 +42,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from emf_jax._checks import as_key, check_callable, check_int, check_optimizer
+from emf_jax._checks import (as_key, check_callable, check_int, check_optimizer,
+                             check_positive_float)
 from emf_jax.sharding import DataParallel
 
 __all__ = ["FitResult", "minimize"]
@@ -54,6 +63,8 @@ class FitResult(NamedTuple):
         before that step's update (NaN or inf where a step was skipped).
       num_nonfinite: number of steps skipped because the loss or a gradient was not
         finite.
+      num_nonfinite_draws: number of Monte Carlo draws left out of their step's average
+        because their term was not finite (`VariationalLoss`; 0 for other losses).
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -73,6 +84,7 @@ class FitResult(NamedTuple):
     opt_state: PyTree
     losses: jax.Array
     num_nonfinite: int
+    num_nonfinite_draws: int = 0
 
 
 class _ByIdentity:
@@ -116,21 +128,33 @@ def _as_strong_array(x: Any) -> jax.Array:
     return jnp.asarray(x, dtype=x.dtype)
 
 
-def _scalar_loss(loss_fn: Callable[..., Any]) -> Callable[..., jax.Array]:
-    """`loss_fn`, checked at trace time to return a scalar array."""
-    def checked(*args: Any) -> jax.Array:
-        loss = loss_fn(*args)
+def _scalar_loss(loss_fn: Callable[..., Any]) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """`loss_fn` as ``(loss, num_nonfinite_draws)``, checked at trace time to be scalar."""
+    counted = callable(getattr(loss_fn, "loss_and_count", None))
+
+    def checked(*args: Any) -> tuple[jax.Array, jax.Array]:
+        if counted:
+            loss, count = loss_fn.loss_and_count(*args)
+        else:
+            loss, count = loss_fn(*args), jnp.zeros((), jnp.int32)
         if not (hasattr(loss, "shape") and hasattr(loss, "dtype")) or loss.shape != ():
             shapes = jax.tree.map(lambda a: getattr(a, "shape", type(a).__name__), loss)
             raise TypeError("`loss_fn(params, seed, *args)` must return a scalar array; got "
                             f"{shapes}.")
-        return loss
+        return loss, jnp.asarray(count, jnp.int32)
     return checked
+
+
+def _clip_by_global_norm(grads: PyTree, max_norm: float) -> PyTree:
+    norm = optax.global_norm(grads)
+    factor = jnp.minimum(1.0, max_norm / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny))
+    return jax.tree.map(lambda g: (g * factor).astype(g.dtype), grads)
 
 
 def _run_chunk(params: PyTree, opt_state: PyTree, key: jax.Array, first_step: jax.Array,
                num_active: jax.Array, args: tuple, *, loss_fn: Any, optimizer: Any,
-               chunk_size: int) -> tuple[PyTree, PyTree, jax.Array, jax.Array]:
+               chunk_size: int, max_grad_norm: float | None = None
+               ) -> tuple[PyTree, PyTree, jax.Array, jax.Array, jax.Array]:
     """Runs `chunk_size` scan steps, of which the first `num_active` are real."""
     loss_fn = unstatic(loss_fn)
     optimizer = unstatic(optimizer)
@@ -139,15 +163,18 @@ def _run_chunk(params: PyTree, opt_state: PyTree, key: jax.Array, first_step: ja
     loss_dtype: list[Any] = []
 
     def value_and_grad(params, step_key):
-        loss, grads = jax.value_and_grad(_scalar_loss(loss_fn))(params, step_key, *args)
+        (loss, count), grads = jax.value_and_grad(_scalar_loss(loss_fn), has_aux=True)(
+            params, step_key, *args)
         loss_dtype.append(loss.dtype)
-        return loss, grads
+        return loss, count, grads
     extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
 
     def real_step(params, opt_state, step):
         step_key = jax.random.fold_in(key, step)
-        loss, grads = value_and_grad(params, step_key)
+        loss, count, grads = value_and_grad(params, step_key)
         finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+        if max_grad_norm is not None:
+            grads = _clip_by_global_norm(grads, max_grad_norm)
         if extra_args:
             updates, new_opt_state = optimizer.update(
                 grads, opt_state, params, value=loss, grad=grads,
@@ -159,27 +186,30 @@ def _run_chunk(params: PyTree, opt_state: PyTree, key: jax.Array, first_step: ja
         # about 6x slower on XLA CPU for gated structured layers with many variables.
         params, opt_state = jax.lax.cond(
             finite, lambda: (new_params, new_opt_state), lambda: (params, opt_state))
-        return params, opt_state, loss, jnp.logical_not(finite)
+        return params, opt_state, loss, jnp.logical_not(finite), count
 
     def masked_step(params, opt_state, step):
         del step
         dtype = loss_dtype[0] if loss_dtype else jax.eval_shape(
             loss_fn, params, key, *args).dtype
-        return params, opt_state, jnp.full((), jnp.nan, dtype), jnp.asarray(False)
+        return (params, opt_state, jnp.full((), jnp.nan, dtype), jnp.asarray(False),
+                jnp.zeros((), jnp.int32))
 
     def body(carry, i):
-        params, opt_state, num_nonfinite = carry
-        params, opt_state, loss, skipped = jax.lax.cond(
+        params, opt_state, num_nonfinite, num_draws = carry
+        params, opt_state, loss, skipped, count = jax.lax.cond(
             i < num_active, real_step, masked_step, params, opt_state, first_step + i)
-        return (params, opt_state, num_nonfinite + skipped.astype(jnp.int32)), loss
+        carry = (params, opt_state, num_nonfinite + skipped.astype(jnp.int32),
+                 num_draws + count)
+        return carry, loss
 
-    init = (params, opt_state, jnp.zeros((), jnp.int32))
-    (params, opt_state, num_nonfinite), losses = jax.lax.scan(
+    init = (params, opt_state, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    (params, opt_state, num_nonfinite, num_draws), losses = jax.lax.scan(
         body, init, jnp.arange(chunk_size, dtype=jnp.int32))
-    return params, opt_state, losses, num_nonfinite
+    return params, opt_state, losses, num_nonfinite, num_draws
 
 
-_CHUNK_STATIC_ARGS = ("loss_fn", "optimizer", "chunk_size")
+_CHUNK_STATIC_ARGS = ("loss_fn", "optimizer", "chunk_size", "max_grad_norm")
 _run_chunk_jit = jax.jit(_run_chunk, static_argnames=_CHUNK_STATIC_ARGS)
 
 # XLA compiler options as a sorted tuple of (name, value) pairs: hashable, one cache entry
@@ -220,7 +250,8 @@ def run_minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer
                  opt_state: PyTree | None, start_step: int, progress_bar: bool,
                  description: str, chunk_hook: ChunkHook | None = None,
                  stacklevel: int = 2, plan: DataParallel | None = None,
-                 compiler_options: CompilerOptions = ()) -> tuple[FitResult, int]:
+                 compiler_options: CompilerOptions = (),
+                 max_grad_norm: float | None = None) -> tuple[FitResult, int]:
     """The engine behind the public functions; returns the result and the steps run."""
     params = jax.tree.map(_as_strong_array, params)
     if opt_state is None:
@@ -235,17 +266,19 @@ def run_minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer
 
     chunk_losses = []
     num_nonfinite = jnp.zeros((), jnp.int32)
+    num_nonfinite_draws = jnp.zeros((), jnp.int32)
     steps_done = 0
     postfix: dict[str, Any] = {}
     with tqdm(total=num_steps, desc=description, unit="step", disable=not progress_bar,
               dynamic_ncols=True) as bar:
         while steps_done < num_steps:
             num_active = min(chunk_size, num_steps - steps_done)
-            params, opt_state, losses, skipped = run_chunk(
+            params, opt_state, losses, skipped, left_out = run_chunk(
                 params, opt_state, key, np.int32(start_step + steps_done),
                 np.int32(num_active), args, loss_fn=static_loss, optimizer=static_opt,
-                chunk_size=chunk_size)
+                chunk_size=chunk_size, max_grad_norm=max_grad_norm)
             num_nonfinite = num_nonfinite + skipped
+            num_nonfinite_draws = num_nonfinite_draws + left_out
             steps_done += num_active
             chunk_losses.append(losses[:num_active])
             stop = False
@@ -271,14 +304,16 @@ def run_minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer
             f"{description}: {num_nonfinite} of {steps_done} steps had a non-finite loss or "
             "gradient and were skipped (parameters and optimizer state left unchanged).",
             RuntimeWarning, stacklevel=stacklevel + 1)
-    return FitResult(params, opt_state, losses, num_nonfinite), steps_done
+    return FitResult(params, opt_state, losses, num_nonfinite,
+                     int(num_nonfinite_draws)), steps_done
 
 
 def minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: Any,
              num_steps: int, seed: Seed, args: tuple = (), chunk_size: int = 100,
              opt_state: PyTree | None = None, start_step: int = 0,
              progress_bar: bool = True, description: str = "minimize",
-             compiler_options: Mapping[str, Any] | None = None) -> FitResult:
+             compiler_options: Mapping[str, Any] | None = None,
+             max_grad_norm: float | None = None) -> FitResult:
     """Minimises a stochastic loss with an optax optimiser, in jit-compiled scan chunks.
 
     Step `t` (global index, starting at `start_step`) evaluates
@@ -311,14 +346,17 @@ def minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: An
         `jax.jit(..., compiler_options=...)`. On the CPU, ``{"xla_disable_hlo_passes":
         "fusion"}`` cuts the compile time of long Python-loop models (one variable per
         time step) several-fold; see the performance guide in the docs.
+      max_grad_norm: if given, clip each step's gradient to this global norm before the
+        optimiser (see the module docstring).
 
     Returns:
-      A `FitResult(params, opt_state, losses, num_nonfinite)`.
+      A `FitResult(params, opt_state, losses, num_nonfinite, num_nonfinite_draws)`.
 
     Raises:
       TypeError: if `optimizer` is not optax-like, `seed` is not a seed, or `loss_fn` does
         not return a scalar.
-      ValueError: if `num_steps`, `chunk_size` or `start_step` is out of range.
+      ValueError: if `num_steps`, `chunk_size`, `start_step` or `max_grad_norm` is out of
+        range.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -333,11 +371,13 @@ def minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer: An
     num_steps = check_int("num_steps", num_steps, 0)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     start_step = check_int("start_step", start_step, 0)
+    max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm, allow_none=True)
     result, _ = run_minimize(loss_fn, params, optimizer=optimizer, num_steps=num_steps,
                           key=as_key(seed), args=tuple(args), chunk_size=chunk_size,
                           opt_state=opt_state, start_step=start_step,
                           progress_bar=progress_bar, description=description,
-                          compiler_options=freeze_compiler_options(compiler_options))
+                          compiler_options=freeze_compiler_options(compiler_options),
+                          max_grad_norm=max_grad_norm)
     return result
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import optax
 from tensorflow_probability.substrates import jax as tfp
 
-from emf_jax._checks import as_key, check_callable, check_int, check_optimizer
+from emf_jax._checks import (as_key, check_callable, check_int, check_optimizer,
+                             check_positive_float)
 from emf_jax.sharding import data_parallel
 from emf_jax.training.data import num_rows, shape_str, split_rows, structure_data
 from emf_jax.training.engine import (FitResult, Seed, freeze_compiler_options, run_minimize,
@@ -83,6 +84,9 @@ class ModelPart(NamedTuple):
     get: Callable[[PyTree], PyTree]
     set: Callable[[PyTree, PyTree], PyTree]
 
+# fit_vi warns when more than this share of its Monte Carlo draws were left out as non-finite.
+NONFINITE_DRAWS_WARNING_FRACTION = 0.02
+
 
 class DensityFitResult(NamedTuple):
     """Result of `fit_density`: `FitResult`'s fields plus validation records.
@@ -129,7 +133,8 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
            chunk_size: int = 100, opt_state: PyTree | None = None, start_step: int = 0,
            progress_bar: bool = True, mesh: Any = None,
            devices: Any = None,
-           compiler_options: Mapping[str, Any] | None = None) -> FitResult:
+           compiler_options: Mapping[str, Any] | None = None,
+           max_grad_norm: float | None = None) -> FitResult:
     """Fits a surrogate posterior `build_fn(params)` to an unnormalised target density.
 
     The loss of a step is `tfp.vi.monte_carlo_variational_loss` of the surrogate against
@@ -141,6 +146,12 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
     `target_log_prob_fn(sample)` for a single array; it must accept a leading sample axis.
     Unlike TFP, `build_fn` always receives the whole parameter pytree as one argument.
     The optimisation runs on `minimize`'s engine (chunks, non-finite guard, resume).
+
+    Non-finite draws (`VariationalLoss`): a draw whose term ``log p(x) - log q(x)`` is NaN
+    or infinite is left out of its step's Monte Carlo average (the mean is over the finite
+    draws) and counted in `FitResult.num_nonfinite_draws`; a step is skipped only when all
+    its draws (or its gradient) are non-finite. A `RuntimeWarning` says so when more than
+    2 % of the draws were left out, and (from the engine) whenever a step was skipped.
 
     Args:
       target_log_prob_fn: unnormalised log-density of the target, e.g.
@@ -168,16 +179,19 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
         `jax.jit(..., compiler_options=...)`. On the CPU, ``{"xla_disable_hlo_passes":
         "fusion"}`` cuts the compile time of long Python-loop models (one variable per
         time step) several-fold; see the performance guide in the docs.
+      max_grad_norm: if given, clip each step's gradient to this global norm before the
+        optimiser sees it (as `optax.clip_by_global_norm`; the optimiser state keeps the
+        optimiser's own structure).
 
     Returns:
-      A `FitResult(params, opt_state, losses, num_nonfinite)`; `losses` are the per-step
-      loss estimates (the negative ELBO by default). With `mesh`/`devices` the arrays are
-      replicated on the mesh.
+      A `FitResult(params, opt_state, losses, num_nonfinite, num_nonfinite_draws)`;
+      `losses` are the per-step loss estimates (the negative ELBO by default, over the
+      finite draws). With `mesh`/`devices` the arrays are replicated on the mesh.
 
     Raises:
       TypeError: if a function argument is not callable or the optimiser is not optax-like.
-      ValueError: if a count is out of range, or the draws do not split evenly over the
-        devices.
+      ValueError: if a count or `max_grad_norm` is out of range, or the draws do not split
+        evenly over the devices.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -198,6 +212,7 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
     plan = data_parallel(mesh, devices)
     sample_size = check_int("sample_size", sample_size, 1)
     importance_sample_size = check_int("importance_sample_size", importance_sample_size, 1)
+    max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm, allow_none=True)
     if plan is not None:
         plan.check_divisible(sample_size * importance_sample_size,
                              "sample_size * importance_sample_size")
@@ -205,12 +220,23 @@ def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
         target_log_prob_fn=target_log_prob_fn, build_fn=build_fn,
         sample_size=sample_size, importance_sample_size=importance_sample_size,
         discrepancy_fn=discrepancy_fn, gradient_estimator=gradient_estimator, plan=plan)
-    result, _ = run_minimize(
+    result, steps_run = run_minimize(
         loss_fn, params, optimizer=optimizer, num_steps=check_int("num_steps", num_steps, 0),
         key=as_key(seed), args=(), chunk_size=check_int("chunk_size", chunk_size, 1),
         opt_state=opt_state, start_step=check_int("start_step", start_step, 0),
         progress_bar=progress_bar, description="fit_vi", plan=plan,
-        compiler_options=freeze_compiler_options(compiler_options))
+        compiler_options=freeze_compiler_options(compiler_options),
+        max_grad_norm=max_grad_norm)
+    # A term is one group of importance samples.
+    total = steps_run * sample_size
+    if total and result.num_nonfinite_draws > NONFINITE_DRAWS_WARNING_FRACTION * total:
+        warnings.warn(
+            f"fit_vi: {100 * result.num_nonfinite_draws / total:.1f}% of draws "
+            f"({result.num_nonfinite_draws} of {total}) had a non-finite target or surrogate "
+            "log-density and were left out of their step's average: the surrogate puts mass "
+            "where the target overflows (e.g. heavy-tailed priors with an exp link). Start "
+            "the surrogate where the target is finite, lower the learning rate or set "
+            "`max_grad_norm`.", RuntimeWarning, stacklevel=2)
     return result
 
 
