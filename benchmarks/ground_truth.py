@@ -293,7 +293,6 @@ def run_nuts(target: Any, *, settings: NutsSettings = NutsSettings(), seed: int 
     """
     import jax
     import jax.numpy as jnp
-    from tensorflow_probability.substrates import jax as tfp
 
     log_prob, constrain, initial, dim = _flat_problem(target)
     keys = jax.random.split(jax.random.PRNGKey(seed), 5)
