@@ -160,6 +160,10 @@ def test_command_line_errors(tmp_path):
         vi.main(["--targets", "eight_schools"])  # a mode is required
     with pytest.raises(SystemExit):
         vi.main(["--quick", "--xla-option", "no_equals_sign", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):  # the real suite has its own budget
+        vi.main(["--suite", "real", "--full", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):  # a paper target is not a real-suite target
+        vi.main(["--suite", "real", "--targets", "eight_schools", "--out-dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())
 
 
