@@ -112,9 +112,10 @@ def stochastic_volatility(*, markov_chain: bool, num_steps: int = 100,
         r_t ~ N(0, exp(h_t / 2))
 
     With ``markov_chain=True`` the log-volatility is one ``tfd.MarkovChain`` (inference_gym's
-    ``use_markov_chain=True``); else one scalar variable per step in a Python loop (the
-    default of inference_gym writes the loop as a nested coroutine; here the loop is inlined
-    in the top-level coroutine, the form of TFP's own stochastic-volatility example).
+    ``use_markov_chain=True``); else one scalar variable per step in a Python loop, each
+    return observed right after its step. (inference_gym's default writes that loop as a
+    nested coroutine; nested joint distributions are not traced by emf_jax yet, so here the
+    loop is inlined in the top-level coroutine: the same density.)
     """
     import jax.numpy as jnp
 
