@@ -5,8 +5,9 @@ whether it is installed. The peers see the same target as every other method: th
 TFP model's log joint density on one flat unconstrained vector ``u`` (the model's default
 event-space bijector with its log-determinant; the identity for the paper's targets),
 exposed to NumPyro as an improper flat site plus a ``numpyro.factor``. Autoguides that fit
-one joint flow over all latents (``AutoIAFNormal``, ``AutoBNAFNormal``) do not use the
-model's structure, so they are unaffected by how the density is written.
+one joint flow or Gaussian over all latents (``AutoIAFNormal``, ``AutoBNAFNormal``,
+``AutoMultivariateNormal``) do not use the model's structure, so they are unaffected by how the
+density is written.
 
 Training: ``numpyro.infer.SVI`` with ``Trace_ELBO(num_particles=sample_size)`` and the same
 optax optimiser (Adam with cosine decay) and step count as the other methods;
@@ -60,15 +61,22 @@ class _FlatTarget:
         return self.bijector.forward(u)
 
 
-def make_peer(target: Any, method: str, budget: Any) -> Any:
+def make_peer(target: Any, method: str, budget: Any, *, library_defaults: bool = False
+              ) -> Any:
     """Fit and evaluation functions of a NumPyro autoguide on `target`.
 
     Args:
-      target: an ``emf_jax.models.BenchmarkTarget``.
+      target: an object with a ``pinned_model`` (``emf_jax.models.BenchmarkTarget`` or
+        ``benchmarks.real_models.RealTarget``).
       method: "numpyro_iaf" (``AutoIAFNormal``: 2 flows of the budget's hidden units, at least
-        ``D`` wide, tanh, as the paper's IAF baseline) or "numpyro_bnaf"
-        (``AutoBNAFNormal``, NumPyro's defaults: one flow, hidden factors [8, 8]).
+        ``D`` wide, tanh, as the paper's IAF baseline), "numpyro_bnaf"
+        (``AutoBNAFNormal``, NumPyro's defaults: one flow, hidden factors [8, 8]) or
+        "numpyro_mvn" (``AutoMultivariateNormal``, NumPyro's defaults: init_to_uniform,
+        init_scale 0.1).
       budget: a ``benchmarks.vi.Budget``.
+      library_defaults: build ``AutoIAFNormal`` with NumPyro's defaults (3 flows, hidden
+        ``[D, D]``, ELU) instead of the paper's baseline configuration (the real suite: a new
+        user's first experience).
 
     Returns:
       A ``benchmarks.vi.MethodRun``.
@@ -84,10 +92,10 @@ def make_peer(target: Any, method: str, budget: Any) -> Any:
     from numpyro.distributions import constraints
     from jax.example_libraries import stax
     from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.infer.autoguide import AutoBNAFNormal, AutoIAFNormal
+    from numpyro.infer.autoguide import AutoBNAFNormal, AutoIAFNormal, AutoMultivariateNormal
     from numpyro.optim import optax_to_numpyro
 
-    from benchmarks.vi import MethodRun, make_optimizer
+    from benchmarks.vi import MethodRun, learning_rates, make_optimizer
     from emf_jax.diagnostics import psis_khat
 
     flat = _FlatTarget(target.pinned_model)
@@ -97,7 +105,10 @@ def make_peer(target: Any, method: str, budget: Any) -> Any:
         u = numpyro.sample("u", dist.ImproperUniform(constraints.real_vector, (), (size,)))
         numpyro.factor("log_joint", flat.log_prob(u))
 
-    if method == "numpyro_iaf":
+    if method == "numpyro_iaf" and library_defaults:
+        guide = AutoIAFNormal(model)
+        invertible = True
+    elif method == "numpyro_iaf":
         # NumPyro's MADE needs hidden layers at least as wide as the input.
         hidden = [max(int(h), size) for h in budget.hidden_units]
         guide = AutoIAFNormal(model, num_flows=2, hidden_dims=hidden, nonlinearity=stax.Tanh)
@@ -105,9 +116,12 @@ def make_peer(target: Any, method: str, budget: Any) -> Any:
     elif method == "numpyro_bnaf":
         guide = AutoBNAFNormal(model)
         invertible = False
+    elif method == "numpyro_mvn":
+        guide = AutoMultivariateNormal(model)
+        invertible = True
     else:
-        raise ValueError(f"unknown NumPyro peer {method!r}; expected numpyro_iaf or "
-                         "numpyro_bnaf.")
+        raise ValueError(f"unknown NumPyro peer {method!r}; expected numpyro_iaf, "
+                         "numpyro_bnaf or numpyro_mvn.")
     svi = SVI(model, guide, optax_to_numpyro(make_optimizer(budget, method)),
               loss=Trace_ELBO(num_particles=budget.sample_size))
 
@@ -124,9 +138,10 @@ def make_peer(target: Any, method: str, budget: Any) -> Any:
         return svi.get_params(state), losses
 
     def fit(seed: int, learning_rate: float) -> tuple[Any, np.ndarray, int]:
-        if learning_rate != budget.flow_lr:
-            raise ValueError(f"the NumPyro peers run at the flows' learning rate "
-                             f"{budget.flow_lr}, got {learning_rate}.")
+        # The learning rate is compiled into the optimiser above: only that one can run.
+        if learning_rate != learning_rates(budget, method)[0]:
+            raise ValueError(f"{method} runs at the learning rate "
+                             f"{learning_rates(budget, method)[0]}, got {learning_rate}.")
         params, losses = _run(jax.random.PRNGKey(seed))
         jax.block_until_ready(params)
         losses = np.asarray(losses)
@@ -136,14 +151,18 @@ def make_peer(target: Any, method: str, budget: Any) -> Any:
     @jax.jit
     def _evaluate(params: Any, key: jax.Array, reference: Any) -> dict[str, Any]:
         posterior = guide.get_posterior(params)
-        base = posterior.base_dist
-        z = base.sample(key, (budget.eval_draws,))
-        log_q = base.log_prob(z)
-        u = z
-        for transform in posterior.transforms:
-            v = transform(u)
-            log_q = log_q - transform.log_abs_det_jacobian(u, v)
-            u = v
+        if isinstance(posterior, dist.TransformedDistribution):
+            base = posterior.base_dist
+            z = base.sample(key, (budget.eval_draws,))
+            log_q = base.log_prob(z)
+            u = z
+            for transform in posterior.transforms:
+                v = transform(u)
+                log_q = log_q - transform.log_abs_det_jacobian(u, v)
+                u = v
+        else:  # AutoMultivariateNormal: a Gaussian on u
+            u = posterior.sample(key, (budget.eval_draws,))
+            log_q = posterior.log_prob(u)
         log_w = jax.vmap(flat.log_prob)(u) - log_q
         out = {"log_w": log_w, "khat": psis_khat(log_w), "draws": flat.from_flat(u)}
         if reference is not None and invertible:

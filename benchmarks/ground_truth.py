@@ -256,6 +256,28 @@ def _initialise(log_prob, initial, key, num_chains: int, dtype, num_candidates: 
     return refined, jnp.asarray(best, dtype), jnp.asarray(tril, dtype)
 
 
+def chain_diagnostics(draws: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split R-hat, cross-chain ESS and the ESS of the squared deviations per coordinate.
+
+    Args:
+      draws: ``[num_results, num_chains, dim]`` (constrained) draws.
+
+    Returns:
+      ``(rhat, ess, ess_sq)``, each ``[dim]``.
+    """
+    import jax.numpy as jnp
+    from tensorflow_probability.substrates import jax as tfp
+
+    draws = jnp.asarray(draws)
+    rhat = tfp.mcmc.potential_scale_reduction(draws, independent_chain_ndims=1,
+                                              split_chains=True)
+    ess = tfp.mcmc.effective_sample_size(draws, cross_chain_dims=1)
+    # ESS of the squared deviations: the one that sets the Monte Carlo error of variances.
+    ess_sq = tfp.mcmc.effective_sample_size(
+        (draws - jnp.mean(draws, axis=(0, 1))) ** 2, cross_chain_dims=1)
+    return np.asarray(rhat), np.asarray(ess), np.asarray(ess_sq)
+
+
 def run_nuts(target: Any, *, settings: NutsSettings = NutsSettings(), seed: int = 0
              ) -> dict[str, Any]:
     """Samples a benchmark target's posterior with two-stage adaptive NUTS.
@@ -271,7 +293,6 @@ def run_nuts(target: Any, *, settings: NutsSettings = NutsSettings(), seed: int 
     """
     import jax
     import jax.numpy as jnp
-    from tensorflow_probability.substrates import jax as tfp
 
     log_prob, constrain, initial, dim = _flat_problem(target)
     keys = jax.random.split(jax.random.PRNGKey(seed), 5)
@@ -319,19 +340,14 @@ def run_nuts(target: Any, *, settings: NutsSettings = NutsSettings(), seed: int 
     timings["sampling"] = time.perf_counter() - tic
     u = shift + jnp.einsum("ij,rcj->rci", tril, z)
     draws = jax.vmap(jax.vmap(constrain))(u)
-    rhat = tfp.mcmc.potential_scale_reduction(draws, independent_chain_ndims=1,
-                                              split_chains=True)
-    ess = tfp.mcmc.effective_sample_size(draws, cross_chain_dims=1)
-    # ESS of the squared deviations: the one that sets the Monte Carlo error of variances.
-    ess_sq = tfp.mcmc.effective_sample_size(
-        (draws - jnp.mean(draws, axis=(0, 1))) ** 2, cross_chain_dims=1)
+    rhat, ess, ess_sq = chain_diagnostics(draws)
     draws = np.asarray(draws)
     elapsed = time.perf_counter() - start
     return {
         "draws": draws,
-        "rhat": np.asarray(rhat),
-        "ess": np.asarray(ess),
-        "ess_sq": np.asarray(ess_sq),
+        "rhat": rhat,
+        "ess": ess,
+        "ess_sq": ess_sq,
         "num_divergences": int(np.sum(np.asarray(divergent))),
         "num_warmup_divergences": int(np.sum(np.asarray(div1))),
         "mean_accept_prob": float(np.mean(np.asarray(accept))),
@@ -369,12 +385,51 @@ def make_ground_truth(
     import jax.numpy as jnp
 
     from emf_jax import models
-    from emf_jax.internal import split_flat
 
     target = models.get_target(name, seed=data_seed, dtype=jnp.float64)
     result = run_nuts(target, settings=settings, seed=seed)
     names = list(target.pinned_model.event_shape._fields)
     shapes = [tuple(s) for s in target.pinned_model.event_shape]
+    return write_ground_truth(
+        name, result, names, shapes, settings=settings, seed=seed, directory=directory,
+        extra_info={"data_seed": data_seed, "description": target.description})
+
+
+def write_ground_truth(
+    name: str,
+    result: dict[str, Any],
+    names: Sequence[str],
+    shapes: Sequence[tuple[int, ...]],
+    *,
+    settings: NutsSettings,
+    seed: int,
+    directory: str | os.PathLike | None = None,
+    extra_info: dict[str, Any] | None = None,
+) -> GroundTruth:
+    """Writes ``{directory}/{name}.npz`` from a :func:`run_nuts` result.
+
+    Args:
+      name: the cache name.
+      result: :func:`run_nuts`'s dict (``draws`` ``[results, chains, dim]`` in the order of
+        `names`, and its diagnostics).
+      names: the latent names, in flat order.
+      shapes: their event shapes.
+      settings: the run's :class:`NutsSettings`.
+      seed: the sampler's seed.
+      directory: where to write; defaults to ``benchmarks/ground_truth``.
+      extra_info: more metadata (``description`` and ``data_seed`` are expected).
+
+    Returns:
+      The :class:`GroundTruth` as written.
+    """
+    import jax
+
+    from emf_jax.internal import split_flat
+
+    names, shapes = list(names), [tuple(s) for s in shapes]
+    extra_info = dict(extra_info or {})
+    extra_info.setdefault("data_seed", 0)
+    extra_info.setdefault("description", name)
     draws = result["draws"]  # [results, chains, dim]
     num_results, num_chains, dim = draws.shape
     flat = draws.reshape(-1, dim)
@@ -393,7 +448,6 @@ def make_ground_truth(
         "latent_shapes": [list(s) for s in shapes],
         "settings": settings._asdict(),
         "seed": seed,
-        "data_seed": data_seed,
         "num_draws_total": int(total),
         "num_draws_stored": int(thinned.shape[0]),
         "max_rhat": float(np.max(result["rhat"])),
@@ -403,7 +457,7 @@ def make_ground_truth(
         **{k: result[k] for k in ("num_divergences", "num_warmup_divergences",
                                   "mean_accept_prob", "mean_leapfrogs", "step_size",
                                   "wall_seconds", "timings")},
-        "description": target.description,
+        **extra_info,
         "method": "prior-draw + BFGS starts, Laplace-preconditioned stage 1, dense stage 2",
         "jax_version": jax.__version__,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -423,6 +477,79 @@ def make_ground_truth(
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return load_ground_truth(name, directory=directory)
+
+
+REAL_SETTINGS = NutsSettings(num_chains=4, num_warmup=500, num_results=1000, max_draws=1000)
+"""The real suite's runs (``--suite real``): a few minutes each on 2 CPU cores."""
+
+
+def real_truth_sources() -> dict[str, str]:
+    """Each ground-truth cache of the real suite and the target whose model NUTS samples
+    (the first suite target with that ``truth_name``: the Markov-chain or explicit form)."""
+    from benchmarks import real_models
+
+    sources: dict[str, str] = {}
+    for name in real_models.REAL_TARGET_NAMES:
+        truth = real_models.get_real_target(name).truth_name
+        sources.setdefault(truth, name)
+    return sources
+
+
+def make_real_ground_truth(
+    name: str,
+    *,
+    settings: NutsSettings = REAL_SETTINGS,
+    seed: int = 0,
+    directory: str | os.PathLike | None = None,
+) -> GroundTruth:
+    """Runs NUTS on a ``benchmarks.real_models`` target and writes its ``truth_name`` cache.
+
+    NUTS samples the target's ``nuts_pinned`` model (a non-centred form of the same
+    posterior) where it has one; its draws are mapped to the target's latents by
+    ``nuts_to_latents`` before the moments, R-hat and ESS are computed, so the cache describes
+    the model as the user wrote it.
+
+    Args:
+      name: a name of ``benchmarks.real_models.REAL_TARGET_NAMES``.
+      settings: the run's :class:`NutsSettings`.
+      seed: the sampler's seed.
+      directory: where to write; defaults to ``benchmarks/ground_truth``.
+
+    Returns:
+      The :class:`GroundTruth` as written (its name is the target's ``truth_name``).
+    """
+    import types
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from benchmarks import real_models
+    from emf_jax.internal import split_flat
+
+    target = real_models.get_real_target(name, dtype=jnp.float64)
+    sampled = target.pinned_model if target.nuts_pinned is None else target.nuts_pinned
+    result = run_nuts(types.SimpleNamespace(pinned_model=sampled), settings=settings,
+                      seed=seed)
+    names = list(target.pinned_model.event_shape._fields)
+    shapes = [tuple(s) for s in target.pinned_model.event_shape]
+    description = target.description
+    if target.nuts_pinned is not None:
+        nc_names = list(sampled.event_shape._fields)
+        nc_shapes = [tuple(s) for s in sampled.event_shape]
+        parts = split_flat(np.asarray(result["draws"]), nc_names, nc_shapes)
+        latents = target.nuts_to_latents({k: jnp.asarray(v) for k, v in parts.items()})
+        lead = result["draws"].shape[:2]
+        draws = np.concatenate([np.reshape(np.asarray(v), lead + (-1,)) for v in latents],
+                               axis=-1)
+        result = dict(result, draws=draws)
+        result["rhat"], result["ess"], result["ess_sq"] = chain_diagnostics(draws)
+        description += "; NUTS ran on the non-centred form, draws mapped back"
+    return write_ground_truth(
+        target.truth_name, result, names, shapes, settings=settings, seed=seed,
+        directory=directory, extra_info={"description": description, "data_seed": 0,
+                                         "sampled_target": name})
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -502,7 +629,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", default=None,
-                        help="target names (default: all of emf_jax.models.TARGET_NAMES)")
+                        help="target names (default: all of emf_jax.models.TARGET_NAMES, or "
+                             "with --suite real every cache of benchmarks.real_models)")
+    parser.add_argument("--suite", choices=("paper", "real"), default="paper",
+                        help="the paper's targets, or the public models of "
+                             "benchmarks.real_models (settings REAL_SETTINGS)")
     parser.add_argument("--quick", action="store_true",
                         help="short runs (4 chains, 2×500 warm-up, 1000 draws each)")
     parser.add_argument("--chains", type=int, default=None)
@@ -518,6 +649,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.list:
         print(write_summary())
+        return
+    if args.suite == "real":
+        _main_real(parser, args)
+        write_summary()
         return
     names = args.targets or list(models.TARGET_NAMES)
     unknown = [n for n in names if n not in models.TARGET_NAMES]
@@ -535,6 +670,28 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   data_seed=args.data_seed)
         print(_summary_row(truth), flush=True)
     write_summary()
+
+
+def _main_real(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from benchmarks import real_models
+
+    sources = real_truth_sources()
+    names = args.targets or list(sources.values())
+    unknown = [n for n in names if n not in real_models.REAL_TARGET_NAMES]
+    if unknown:
+        parser.error(f"unknown real targets {unknown}; choose from "
+                     f"{real_models.REAL_TARGET_NAMES}")
+    settings = QUICK if args.quick else REAL_SETTINGS
+    overrides = {k: v for k, v in (("num_chains", args.chains), ("num_warmup", args.warmup),
+                                   ("num_results", args.results)) if v is not None}
+    settings = settings._replace(**overrides)
+    for name in names:
+        truth = real_models.get_real_target(name).truth_name
+        if args.skip_existing and ground_truth_path(truth).exists():
+            print(f"{name}: cached as {truth}, skipped")
+            continue
+        print(_summary_row(make_real_ground_truth(name, settings=settings, seed=args.seed)),
+              flush=True)
 
 
 if __name__ == "__main__":

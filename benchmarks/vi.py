@@ -10,6 +10,19 @@ Usage (from the repository root)::
     python -m benchmarks.vi --full --table-only      # rewrite the table from saved results
     python -m benchmarks.vi --full --targets van_der_pol_bridge_r --methods gemf_t \
         --xla-option xla_disable_hlo_passes=fusion   # XLA options for emf_jax/TFP programs
+    python -m benchmarks.vi --suite real             # public models (benchmarks.real_models)
+    python -m benchmarks.vi --suite real --quick     # the same machinery in seconds
+
+The real suite (``--suite real``) runs public models written by others
+(``benchmarks.real_models``) with each library's default options: mean field, full rank, ASVI,
+IAF, GEMF-T, and NumPyro's ``AutoMultivariateNormal`` and ``AutoIAFNormal`` (NumPyro's
+defaults). Besides -ELBO (with the number of non-finite draws among the evaluation draws: any
+one makes the ELBO -inf) and k̂, it reports against the cached NUTS moments the worst
+standardised error of the posterior means ``max_i |E_q x_i - m_i| / s_i`` and the median ratio
+of the surrogate's to NUTS's standard deviations, plus the non-finite training steps and the
+wall time. A method that cannot be built on a model (e.g. an unsupported distribution) is
+recorded as "unsupported: <error>". Its results go to ``vi_real.md`` / ``vi_real.json``
+(``vi_real_quick.*`` with ``--quick``).
 
 Methods (one fixed budget for all, stated in the table's header): mean field, full-rank
 Gaussian (one flat vector), ASVI and IAF (``emf_jax.baselines``; IAF has tanh conditioners,
@@ -63,14 +76,19 @@ METHODS: dict[str, str] = {
     "iaf": "IAF",
     "emf_t": "EMF-T",
     "gemf_t": "GEMF-T",
+    "numpyro_mvn": "NumPyro AutoMultivariateNormal",
     "numpyro_iaf": "NumPyro AutoIAFNormal",
     "numpyro_bnaf": "NumPyro AutoBNAFNormal",
 }
 """Method keys and their labels, in table order."""
 
 OWN_METHODS = ("mean_field", "full_rank", "asvi", "iaf", "emf_t", "gemf_t")
-PEER_METHODS = ("numpyro_iaf", "numpyro_bnaf")
-GAUSSIAN_METHODS = ("mean_field", "full_rank", "asvi")
+PAPER_PEER_METHODS = ("numpyro_iaf", "numpyro_bnaf")
+PEER_METHODS = ("numpyro_mvn",) + PAPER_PEER_METHODS
+GAUSSIAN_METHODS = ("mean_field", "full_rank", "asvi", "numpyro_mvn")
+REAL_METHODS = ("mean_field", "full_rank", "asvi", "iaf", "gemf_t", "numpyro_mvn",
+                "numpyro_iaf")
+"""The real suite's methods: each library's defaults (NumPyro's AutoIAFNormal included)."""
 
 PAPER_TARGETS = (
     "brownian_smoothing_r", "brownian_smoothing_c", "brownian_bridge_r", "brownian_bridge_c",
@@ -131,15 +149,28 @@ class Mode(NamedTuple):
 MODES: dict[str, Mode] = {
     # Seconds: the CI test. Tiny networks and few steps; numbers are not meaningful.
     "smoke": Mode(Budget(30, 4, (5e-2,), 1e-3, 1.0, (8, 8), 200, 100),
-                  ("binary_tree_linear_4",), 1, OWN_METHODS + PEER_METHODS),
+                  ("binary_tree_linear_4",), 1, OWN_METHODS + PAPER_PEER_METHODS),
     # Minutes: two small targets, the paper's architecture, short fits.
     "quick": Mode(Budget(600, 16, (5e-2,), 1e-3, 0.1, (512, 512), 1000, 1000),
-                  ("eight_schools", "binary_tree_linear_4"), 2, OWN_METHODS + PEER_METHODS),
+                  ("eight_schools", "binary_tree_linear_4"), 2,
+                  OWN_METHODS + PAPER_PEER_METHODS),
     # The paper's settings where a CPU allows (its flows used sample size 50 and lr ~1e-4
     # for longer runs).
     "full": Mode(Budget(2000, 16, (1e-2, 5e-2), 1e-3, 0.1, (512, 512), 1000, 500),
-                 PAPER_TARGETS, 5, OWN_METHODS + PEER_METHODS),
+                 PAPER_TARGETS, 5, OWN_METHODS + PAPER_PEER_METHODS),
 }
+
+REAL_MODES: dict[str, Mode] = {
+    # The real suite at a modest CPU budget (the emf_jax flows' default hidden units).
+    "real": Mode(Budget(1500, 16, (1e-2,), 1e-3, 0.1, (512, 512), 1000, 500),
+                 (), 3, REAL_METHODS),
+    # Seconds per method: the smoke test's machinery check; numbers are not meaningful.
+    "real_quick": Mode(Budget(50, 4, (1e-2,), 1e-3, 1.0, (16, 16), 200, 100),
+                       ("eight_schools_centered", "gp_regression"), 1, REAL_METHODS),
+}
+"""Modes of ``--suite real`` (``real``, and ``real_quick`` with ``--quick``); the ``real``
+mode's targets are all of ``benchmarks.real_models.REAL_TARGET_NAMES``."""
+
 
 
 # ----------------------------------------------------------------------------- reference
@@ -152,11 +183,15 @@ class Reference(NamedTuple):
       draws: latent structure (as the pinned model samples it), leaves ``[n, *event]``.
       source: a short description (exact Gaussian or NUTS with its diagnostics).
       log_evidence: exact ``log p(y)`` where known, else None.
+      mean: the reference posterior means, flat in model order (the real suite), or None.
+      stddev: the reference posterior standard deviations, flat, or None.
     """
 
     draws: Any
     source: str
     log_evidence: Optional[float]
+    mean: Optional[np.ndarray] = None
+    stddev: Optional[np.ndarray] = None
 
 
 def load_reference(target: Any, num_draws: int, *, seed: int = 0) -> Optional[Reference]:
@@ -206,6 +241,59 @@ def load_reference(target: Any, num_draws: int, *, seed: int = 0) -> Optional[Re
     return Reference(draws=draws, source=source, log_evidence=log_evidence)
 
 
+def load_real_reference(target: Any, num_draws: int, *, seed: int = 0
+                        ) -> Optional[Reference]:
+    """Reference draws and moments of a ``benchmarks.real_models`` target from its cached
+    NUTS run (``truth_name``; targets of one posterior share it: their flat latent vectors
+    in model order coincide).
+
+    Args:
+      target: a ``benchmarks.real_models.RealTarget``.
+      num_draws: how many draws to return (at most those cached).
+      seed: numpy seed of the subsample.
+
+    Returns:
+      A :class:`Reference` with ``mean`` and ``stddev`` (flat, model order), or None when no
+      ground truth is cached.
+
+    Raises:
+      ValueError: if the cached latents do not have the target's total size.
+    """
+    from benchmarks import ground_truth
+    from emf_jax.internal import split_flat
+
+    try:
+        truth = ground_truth.load_ground_truth(target.truth_name)
+    except FileNotFoundError:
+        return None
+    pinned = target.pinned_model
+    names = list(pinned.event_shape._fields)
+    shapes = [tuple(s) for s in pinned.event_shape]
+    order = truth.info["latent_names"]
+
+    def flat(group: dict[str, np.ndarray], lead: tuple[int, ...]) -> np.ndarray:
+        return np.concatenate([np.reshape(group[n], lead + (-1,)) for n in order], axis=-1)
+
+    total = truth.draws[order[0]].shape[0]
+    draws = flat(truth.draws, (total,))
+    size = sum(int(np.prod(s, dtype=int)) for s in shapes)
+    if draws.shape[-1] != size:
+        raise ValueError(f"ground truth {target.truth_name!r} has {draws.shape[-1]} latent "
+                         f"coordinates, target {target.name!r} has {size}.")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(total, size=min(num_draws, total), replace=False))
+    parts = split_flat(draws[keep], names, shapes)
+    dtype = np.dtype(pinned.dtype[0])
+    info = truth.info
+    source = (f"NUTS ({info['sampled_target']}), {info['num_draws_total']} draws, max R-hat "
+              f"{info['max_rhat']:.3f}, min ESS {info['min_ess']:.0f}, "
+              f"{info['num_divergences']} divergences")
+    return Reference(draws=type(pinned.event_shape)(*[np.asarray(parts[n], dtype)
+                                                       for n in names]),
+                     source=source, log_evidence=None,
+                     mean=flat(truth.mean, ()), stddev=flat(truth.stddev, ()))
+
+
 # ----------------------------------------------------------------------------- methods
 
 
@@ -220,8 +308,12 @@ class MethodRun:
 
 
 def learning_rates(budget: Budget, method: str) -> tuple[float, ...]:
-    """The peak learning rates `method` is run with."""
-    return tuple(budget.gaussian_lrs) if method in GAUSSIAN_METHODS else (budget.flow_lr,)
+    """The peak learning rates `method` is run with (NumPyro's Gaussian: the first only, as
+    its optimiser is compiled into its fit)."""
+    if method in GAUSSIAN_METHODS:
+        lrs = tuple(budget.gaussian_lrs)
+        return lrs[:1] if method in PEER_METHODS else lrs
+    return (budget.flow_lr,)
 
 
 def make_optimizer(budget: Budget, method: str) -> Any:
@@ -309,16 +401,19 @@ def _tfp_method(target: Any, method: str, budget: Budget, *,
 
 
 def make_method(target: Any, method: str, budget: Budget, *,
-                compiler_options: Optional[dict[str, Any]] = None) -> MethodRun:
+                compiler_options: Optional[dict[str, Any]] = None,
+                library_defaults: bool = False) -> MethodRun:
     """Builds the fit and evaluation functions of `method` on `target`.
 
     `compiler_options` (XLA options, see `emf_jax.fit_vi`) apply to the emf_jax and TFP
-    methods; the NumPyro peers compile with their defaults.
+    methods; the NumPyro peers compile with their defaults. `library_defaults` builds
+    NumPyro's AutoIAFNormal with NumPyro's defaults (the real suite).
     """
     if method in PEER_METHODS:
         from benchmarks import _numpyro_peers
 
-        return _numpyro_peers.make_peer(target, method, budget)
+        return _numpyro_peers.make_peer(target, method, budget,
+                                        library_defaults=library_defaults)
     return _tfp_method(target, method, budget, compiler_options=compiler_options)
 
 
@@ -330,12 +425,49 @@ def _sem(values: Sequence[float]) -> float:
     return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
 
 
+def flatten_draws(draws: Any, names: Sequence[str]) -> np.ndarray:
+    """Latent draws (a structure with leaves ``[n, *event]``: named tuple or dict) as
+    ``[n, D]`` in the order of `names`."""
+    leaves = [draws[n] if isinstance(draws, dict) else getattr(draws, n) for n in names]
+    leaves = [np.asarray(v, np.float64) for v in leaves]
+    return np.concatenate([np.reshape(v, (v.shape[0], -1)) for v in leaves], axis=-1)
+
+
+def moment_errors(flat: np.ndarray, log_w: np.ndarray, mean: np.ndarray, stddev: np.ndarray
+                  ) -> dict[str, float]:
+    """The surrogate's moments against the reference's, on the draws whose log-weight and
+    coordinates are all finite.
+
+    Returns:
+      ``max_mean_z``: ``max_i |E_q x_i - m_i| / s_i``; ``median_sd_ratio``: the median of
+      ``sd_q,i / s_i``; ``num_nonfinite_draws``: the draws left out (non-finite ``log w`` or
+      coordinates). Both moments are NaN when fewer than two draws are finite.
+    """
+    ok = np.isfinite(log_w) & np.all(np.isfinite(flat), axis=-1)
+    out = {"num_nonfinite_draws": int(np.sum(~ok)), "max_mean_z": float("nan"),
+           "median_sd_ratio": float("nan")}
+    if ok.sum() >= 2:
+        kept = flat[ok]
+        out["max_mean_z"] = float(np.max(np.abs(kept.mean(0) - mean) / stddev))
+        out["median_sd_ratio"] = float(np.median(kept.std(0, ddof=1) / stddev))
+    return out
+
+
 def _run_seeds(run: MethodRun, method: str, learning_rate: float, seeds: Sequence[int],
-               ref_draws: Any, log: Callable[[str], None]) -> tuple[dict[str, list], dict]:
-    """Fits and evaluates one method at one learning rate for every seed."""
-    per_seed: dict[str, list] = {k: [] for k in (
-        "neg_elbo", "neg_elbo_se", "log_q_ref", "khat", "fit_seconds", "eval_seconds",
-        "num_nonfinite", "final_loss")}
+               ref_draws: Any, log: Callable[[str], None],
+               moments: Optional[tuple[Sequence[str], np.ndarray, np.ndarray]] = None,
+               ) -> tuple[dict[str, list], dict]:
+    """Fits and evaluates one method at one learning rate for every seed.
+
+    `moments` (latent names, flat reference means and standard deviations) adds the moment
+    errors of :func:`moment_errors` per seed.
+    """
+    keys = ["neg_elbo", "neg_elbo_se", "log_q_ref", "khat", "fit_seconds", "eval_seconds",
+            "num_nonfinite", "final_loss"]
+    if moments is not None:
+        keys += ["neg_elbo_finite", "num_nonfinite_draws", "max_mean_z", "median_sd_ratio"]
+    keys += [] if moments is not None else ["num_nonfinite_draws"]
+    per_seed: dict[str, list] = {k: [] for k in keys}
     extras: dict[str, Any] = {}
     for index, seed in enumerate(seeds):
         tic = time.perf_counter()
@@ -360,19 +492,34 @@ def _run_seeds(run: MethodRun, method: str, learning_rate: float, seeds: Sequenc
         tail = losses[-max(1, len(losses) // 20):]
         per_seed["final_loss"].append(float(np.mean(tail[np.isfinite(tail)]))
                                       if np.isfinite(tail).any() else float("nan"))
+        if moments is None:
+            per_seed["num_nonfinite_draws"].append(int(np.sum(~finite)))
+        else:
+            names, mean, stddev = moments
+            errors = moment_errors(flatten_draws(out["draws"], names), log_w, mean, stddev)
+            for key, value in errors.items():
+                per_seed[key].append(value)
+            # Shown beside the count of the draws it leaves out; never the headline ELBO.
+            per_seed["neg_elbo_finite"].append(float(-np.mean(log_w[finite]))
+                                               if finite.any() else float("nan"))
         if index == 0:
             extras = {"losses": losses, "draws": out["draws"]}
         lq = per_seed["log_q_ref"][-1]
         log(f"  {METHODS[method]:<24} lr {learning_rate:<6g} seed {seed}: -ELBO "
             f"{neg_elbo:10.3f}  log q(ref) {'—' if lq is None else f'{lq:10.3f}'}  k̂ "
             f"{per_seed['khat'][-1]:6.2f}  fit {fit_seconds:6.1f}s  eval {eval_seconds:5.1f}s"
-            + (f"  ({nonfinite} non-finite steps skipped)" if nonfinite else ""))
+            + (f"  ({nonfinite} non-finite steps skipped)" if nonfinite else "")
+            + ("" if moments is None else
+               f"  mean z {per_seed['max_mean_z'][-1]:.2f}  sd ratio "
+               f"{per_seed['median_sd_ratio'][-1]:.2f}  non-finite draws "
+               f"{per_seed['num_nonfinite_draws'][-1]}"))
     return per_seed, extras
 
 
 def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
                reference: Optional[Reference], *, log: Callable[[str], None] = print,
-               compiler_options: Optional[dict[str, Any]] = None
+               compiler_options: Optional[dict[str, Any]] = None,
+               library_defaults: bool = False,
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fits `method` on `target` once per seed (and learning rate) and evaluates every fit.
 
@@ -383,12 +530,17 @@ def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
       ``(record, extras)``: the JSON-able per-seed metrics, and the first seed's loss trace
       and surrogate draws (for plots).
     """
-    run = make_method(target, method, budget, compiler_options=compiler_options)
+    run = make_method(target, method, budget, compiler_options=compiler_options,
+                      library_defaults=library_defaults)
     ref_draws = None if reference is None else reference.draws
+    moments = None
+    if reference is not None and reference.mean is not None:
+        moments = (list(target.pinned_model.event_shape._fields), reference.mean,
+                   reference.stddev)
     runs = {}
     all_fit_seconds = []
     for lr in learning_rates(budget, method):
-        runs[lr] = _run_seeds(run, method, lr, seeds, ref_draws, log)
+        runs[lr] = _run_seeds(run, method, lr, seeds, ref_draws, log, moments)
         all_fit_seconds += runs[lr][0]["fit_seconds"]
 
     def score(lr: float) -> float:
@@ -420,17 +572,29 @@ def run_method(target: Any, method: str, budget: Budget, seeds: Sequence[int],
 def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequence[int], *,
                log: Callable[[str], None] = print, plot_path: Optional[Path] = None,
                save: Optional[Callable[[dict[str, Any]], None]] = None,
-               compiler_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+               compiler_options: Optional[dict[str, Any]] = None,
+               suite: str = "paper") -> dict[str, Any]:
     """Runs every method on one target; returns the target's JSON record.
 
     `save(record)`, if given, is called after each method with the record so far (so that
     an interrupted run keeps the methods it finished). `compiler_options` go to
-    `make_method`.
+    `make_method`. With ``suite="real"`` `name` is a ``benchmarks.real_models`` target, its
+    reference comes from :func:`load_real_reference` (moments included), NumPyro's
+    AutoIAFNormal has NumPyro's defaults, and a method whose surrogate cannot be built on the
+    model's distributions is recorded as "unsupported: <error>".
     """
     from emf_jax import models
+    from emf_jax.transforms import UnsupportedDistributionError
 
-    target = models.get_target(name)
-    reference = load_reference(target, budget.reference_draws)
+    real = suite == "real"
+    if real:
+        from benchmarks import real_models
+
+        target = real_models.get_real_target(name)
+        reference = load_real_reference(target, budget.reference_draws)
+    else:
+        target = models.get_target(name)
+        reference = load_reference(target, budget.reference_draws)
     record: dict[str, Any] = {
         "description": target.description,
         "reference": None if reference is None else reference.source,
@@ -439,11 +603,11 @@ def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequenc
                                for s in target.pinned_model.event_shape)),
         "methods": {},
     }
-    if reference is None:
+    if reference is None and not real:
         record["log_evidence"] = (None if target.exact_posterior is None
                                   else target.exact_posterior.log_marginal_likelihood)
     missing = ("none (no cached ground truth; make it with `python -m benchmarks.ground_truth "
-               f"--targets {name}`)")
+               + ("--suite real " if real else "") + f"--targets {name}`)")
     log(f"{name}: {target.description}\n  reference: {record['reference'] or missing}")
     extras: dict[str, Any] = {}
     for method in methods:
@@ -456,7 +620,11 @@ def run_target(name: str, methods: Sequence[str], budget: Budget, seeds: Sequenc
         try:
             record["methods"][method], extras[method] = run_method(
                 target, method, budget, seeds, reference, log=log,
-                compiler_options=compiler_options)
+                compiler_options=compiler_options, library_defaults=real)
+        except UnsupportedDistributionError as err:
+            message = str(err).splitlines()[0][:200]
+            log(f"  {METHODS[method]}: unsupported ({message})")
+            record["methods"][method] = {"status": f"unsupported: {message}"}
         except Exception as err:  # noqa: BLE001 - a failing method must not stop the others
             message = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             log(f"  {METHODS[method]}: FAILED ({message})")
@@ -581,8 +749,149 @@ def summary_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _real_stats(entry: dict[str, Any]) -> dict[str, Any]:
+    per = entry["per_seed"]
+    out = _method_stats(entry)
+    for key in ("max_mean_z", "median_sd_ratio", "neg_elbo_finite"):
+        out[key] = _stat(per.get(key, []))
+    out["num_nonfinite_draws"] = sum(per.get("num_nonfinite_draws", []))
+    out["num_nonfinite"] = sum(per["num_nonfinite"])
+    return out
+
+
+def real_target_table(name: str, record: dict[str, Any]) -> str:
+    """The markdown section of one real-suite target."""
+    stats = {m: _real_stats(e) for m, e in record["methods"].items() if e["status"] == "ok"}
+    best = {k: _best(stats, k, lower) for k, lower in
+            (("neg_elbo", True), ("max_mean_z", True), ("khat", True))}
+    ratios = {m: abs(math.log(s["median_sd_ratio"][0])) for m, s in stats.items()
+              if s["median_sd_ratio"] is not None and np.isfinite(s["median_sd_ratio"][0])
+              and s["median_sd_ratio"][0] > 0}
+    best["median_sd_ratio"] = min(ratios, key=ratios.get) if ratios else None
+    lines = [f"### {name}", "", record["description"], "",
+             f"Latent dimension {record['num_latents']}; reference: "
+             f"{record['reference'] or 'none cached (moments not measured)'}.", ""]
+    header = ["method", "-ELBO ↓", "non-finite draws", "max mean z ↓", "median sd ratio (1)",
+              "k̂ ↓", "non-finite steps", "fit s, 1st seed (incl. compile)",
+              "ms/step (steady)", "seeds"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, label in METHODS.items():
+        entry = record["methods"].get(method)
+        if entry is None:
+            continue
+        if entry["status"] != "ok":
+            lines.append(f"| {label} | {entry['status']} |" + " |" * (len(header) - 2))
+            continue
+        s = stats[method]
+        if entry.get("other_learning_rates"):
+            label = f"{label} (lr {entry['learning_rate']:g})"
+        steady = entry["steady_ms_per_step"]
+        evals = len(entry["seeds"]) * entry["budget"]["eval_draws"]
+        row = [label, _fmt(s["neg_elbo"], 2, bold=best["neg_elbo"] == method),
+               f"{s['num_nonfinite_draws']} / {evals}",
+               _fmt(s["max_mean_z"], 2, bold=best["max_mean_z"] == method),
+               _fmt(s["median_sd_ratio"], 2, bold=best["median_sd_ratio"] == method),
+               _fmt(s["khat"], digits=2, bold=best["khat"] == method),
+               f"{s['num_nonfinite']} / {len(entry['seeds']) * entry['budget']['num_steps']}",
+               f"{entry['first_fit_seconds']:.1f}",
+               ("—" if steady is None else f"{steady:.1f}")
+               + ("" if entry.get("device", "cpu") == "cpu" else f" ({entry['device']})"),
+               f"{len(entry['seeds'])}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def real_summary_table(results: dict[str, Any]) -> str:
+    """One row per real-suite target: the best -ELBO, GEMF-T's -ELBO and rank, the best
+    Gaussian baseline's, whether GEMF-T is within 2 SEM of it or better, and GEMF-T's worst
+    standardised mean error."""
+    gaussians = ("mean_field", "full_rank", "asvi", "numpyro_mvn")
+    lines = ["| target | best -ELBO | GEMF-T -ELBO (rank) | best Gaussian -ELBO "
+             "| GEMF-T ≥ best Gaussian − 2 SEM | GEMF-T max mean z | methods not run |",
+             "|---|---|---|---|---|---|---|"]
+    for name, record in results["targets"].items():
+        stats = {m: _real_stats(e) for m, e in record["methods"].items()
+                 if e["status"] == "ok"}
+        finite = sorted((s["neg_elbo"][0], m) for m, s in stats.items()
+                        if s["neg_elbo"] is not None and np.isfinite(s["neg_elbo"][0]))
+        cells = [name, "—" if not finite else f"{METHODS[finite[0][1]]} ({finite[0][0]:.2f})"]
+        order = [m for _, m in finite]
+        g = stats.get("gemf_t")
+        if g is None:
+            cells.append(record["methods"].get("gemf_t", {}).get("status", "not run")[:60])
+        elif g["neg_elbo"] is None or not np.isfinite(g["neg_elbo"][0]):
+            cells.append(f"{g['neg_elbo'][0] if g['neg_elbo'] else '—'} (—/{len(order)})")
+        else:
+            cells.append(f"{g['neg_elbo'][0]:.2f} ({order.index('gemf_t') + 1}/{len(order)})")
+        gauss = [(v, m) for v, m in finite if m in gaussians]
+        cells.append("—" if not gauss else f"{METHODS[gauss[0][1]]} ({gauss[0][0]:.2f})")
+        if g is None or not gauss:
+            cells.append("—")
+        elif g["neg_elbo"] is None or not np.isfinite(g["neg_elbo"][0]):
+            cells.append("no")
+        else:
+            sem = np.nan_to_num(g["neg_elbo"][1]) + np.nan_to_num(
+                stats[gauss[0][1]]["neg_elbo"][1])
+            cells.append("yes" if g["neg_elbo"][0] <= gauss[0][0] + 2 * sem else "no")
+        cells.append("—" if g is None else _fmt(g["max_mean_z"], 2))
+        skipped = [METHODS[m] for m, e in record["methods"].items() if e["status"] != "ok"]
+        cells.append(", ".join(skipped) or "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+REAL_HEADER_NOTE = (
+    "This is the **before** table: the library as on main without the robustness work of "
+    "issue 14 (initialisation, masking of non-finite draws). Each library's default "
+    "options (emf_jax's surrogates and baselines as built by default, NumPyro's autoguides "
+    "with their defaults), all fitted by the same Adam with cosine decay; the Gaussians "
+    "(mean field, full rank, ASVI, NumPyro AutoMultivariateNormal) at the Gaussian peak "
+    "learning rate, the flows (IAF, GEMF-T, NumPyro AutoIAFNormal) at the flows' one.")
+
+
+def write_real_report(results: dict[str, Any], mode: str, out_dir: Path) -> Path:
+    """Writes ``vi_{mode}.md`` of the real suite; returns its path."""
+    budgets = {json.dumps(e["budget"], sort_keys=True)
+               for r in results["targets"].values() for e in r["methods"].values()
+               if e.get("status") == "ok"}
+    budget_lines = [Budget(**{k: (tuple(v) if isinstance(v, list) else v)
+                              for k, v in json.loads(b).items()}).describe()
+                    for b in sorted(budgets)]
+    command = "python -m benchmarks.vi --suite real" + (" --quick" if mode != "real" else "")
+    text = "\n".join([
+        f"# VI on public models ({mode}): {command}",
+        "",
+        REAL_HEADER_NOTE,
+        "",
+        "Models: `benchmarks/real_models.py` (sources in each docstring); reference: NUTS "
+        "(`python -m benchmarks.ground_truth --suite real`). float32; timings on this "
+        "repository's 2-core CPU unless a row names a GPU. Budget: " + " | ".join(budget_lines)
+        + ".",
+        "Values are mean ± standard error over seeds. -ELBO over all evaluation draws (lower "
+        "is better; `inf` when any draw has a non-finite log-weight, and the non-finite draws "
+        "are counted beside it, out of all seeds' draws); max mean z: "
+        "max_i |E_q x_i - m_i| / s_i against NUTS's means m and sds s (finite draws only); "
+        "median sd ratio: median_i sd_q,i / s_i (1 is right, < 1 too narrow); k̂: PSIS "
+        "Pareto shape of p/q (< 0.5 good, > 0.7 q misses posterior mass); non-finite steps: "
+        "training steps whose loss or gradient was not finite (skipped by emf_jax.fit_vi; "
+        "NumPyro has no guard), out of all seeds' steps. Best per column in bold.",
+        "",
+        "## Summary",
+        "",
+        real_summary_table(results),
+        "## Per target",
+        "",
+        *[real_target_table(n, r) for n, r in results["targets"].items()],
+    ])
+    path = out_dir / f"vi_{mode}.md"
+    path.write_text(text)
+    return path
+
+
 def write_report(results: dict[str, Any], mode: str, out_dir: Path) -> Path:
     """Writes ``vi_{mode}.md`` from the accumulated results; returns its path."""
+    if mode.startswith("real"):
+        return write_real_report(results, mode, out_dir)
     budgets = {json.dumps(e["budget"], sort_keys=True)
                for r in results["targets"].values() for e in r["methods"].values()
                if e.get("status") == "ok"}
@@ -728,7 +1037,9 @@ def _update_results(path: Path, update: Callable[[dict[str, Any]], None]) -> dic
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(path.read_text()) if path.exists() else {"targets": {}}
         update(results)
-        order = {n: i for i, n in enumerate(PAPER_TARGETS)}
+        from benchmarks.real_models import REAL_TARGET_NAMES
+
+        order = {n: i for i, n in enumerate(PAPER_TARGETS + REAL_TARGET_NAMES)}
         results["targets"] = dict(sorted(results["targets"].items(),
                                          key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
         path.write_text(json.dumps(results, indent=1, allow_nan=True))
@@ -765,13 +1076,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.vi",
                                      description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group(required=True)
+    mode = parser.add_mutually_exclusive_group()
     for name, help_text in (("smoke", "seconds: one tiny target and budget (CI)"),
                             ("quick", "minutes: two small targets, 2 seeds"),
                             ("full", "the paper's targets, 5 seeds (run in parts with "
                                      "--targets / --methods)")):
         mode.add_argument(f"--{name}", dest="mode", action="store_const", const=name,
                           help=help_text)
+    parser.add_argument("--suite", choices=("paper", "real"), default="paper",
+                        help="the paper's targets (a mode is required) or the public models "
+                             "of benchmarks.real_models (mode real; --quick: real_quick)")
     parser.add_argument("--targets", nargs="+", help="target names (default: the mode's)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS),
                         help="methods (default: all)")
@@ -794,14 +1108,29 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                         help="only rewrite the markdown from the saved results")
     args = parser.parse_args(argv)
 
-    spec = MODES[args.mode]
+    real = args.suite == "real"
+    if real:
+        from benchmarks import real_models
+
+        if args.mode == "full":
+            parser.error("--suite real has its own budget: use no mode, or --quick")
+        args.mode = "real" if args.mode is None else "real_quick"
+        spec = REAL_MODES[args.mode]
+        if not spec.targets:
+            spec = spec._replace(targets=real_models.REAL_TARGET_NAMES)
+        known_targets: Sequence[str] = real_models.REAL_TARGET_NAMES
+    else:
+        if args.mode is None:
+            parser.error("choose a mode: --smoke, --quick or --full (or --suite real)")
+        spec = MODES[args.mode]
+        known_targets = models.TARGET_NAMES
     overrides = {k: v for k, v in (
         ("num_steps", args.steps), ("sample_size", args.sample_size),
         ("hidden_units", None if args.hidden is None else tuple(args.hidden)),
         ("eval_draws", args.eval_draws), ("reference_draws", args.reference_draws))
         if v is not None}
     budget = spec.budget._replace(**overrides)
-    if budget.eval_draws < 150 and args.mode != "smoke":
+    if budget.eval_draws < 150 and args.mode not in ("smoke", "real_quick"):
         parser.error("--eval-draws must be >= 150 (the paper's -ELBO estimate)")
     for key in ("num_steps", "sample_size", "eval_draws", "reference_draws"):
         if getattr(budget, key) < 1:
@@ -809,9 +1138,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     if budget.eval_draws < 25:
         parser.error("--eval-draws must be >= 25 (k-hat needs a tail of 5)")
     targets = tuple(args.targets or spec.targets)
-    unknown = [t for t in targets if t not in models.TARGET_NAMES]
+    unknown = [t for t in targets if t not in known_targets]
     if unknown:
-        parser.error(f"unknown targets {unknown}; choose from {models.TARGET_NAMES}")
+        parser.error(f"unknown targets {unknown}; choose from {tuple(known_targets)}")
     methods = tuple(args.methods or spec.methods)
     num_seeds = spec.num_seeds if args.seeds is None else args.seeds
     if num_seeds < 1:
@@ -824,6 +1153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             parser.error(f"--xla-option expects NAME=VALUE, got {option!r}")
         compiler_options[name] = _option_value(value)
 
+    # The real suite writes tables only (its models have up to 103 latents to plot).
+    args.no_plots = args.no_plots or real
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"vi_{args.mode}.json"
@@ -842,7 +1173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 log=lambda line: print(line, flush=True),
                 plot_path=None if args.no_plots else out_dir / f"vi_{args.mode}_{name}.png",
                 save=lambda rec, name=name: _update_results(json_path, _merge_target(name, rec)),
-                compiler_options=compiler_options or None)
+                compiler_options=compiler_options or None, suite=args.suite)
             results = _update_results(json_path, _merge_target(name, record))
     for method, _ in args.mark_not_run:
         if method not in METHODS:
