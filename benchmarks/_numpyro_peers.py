@@ -89,8 +89,8 @@ def make_peer(target: Any, method: str, budget: Any, *, library_defaults: bool =
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
-    from numpyro.distributions import constraints
     from jax.example_libraries import stax
+    from numpyro.distributions import constraints
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoBNAFNormal, AutoIAFNormal, AutoMultivariateNormal
     from numpyro.optim import optax_to_numpyro

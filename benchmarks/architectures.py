@@ -156,7 +156,8 @@ def to_markdown(rows: list[dict], *, seeds: int, steps: int, sample_size: int,
     ]
     for r in sorted(rows, key=lambda r: -r["elbo"]):
         lines.append(f"| {r['method']} | {r['elbo']:.3f} ± {r['sem']:.3f} | {r['gap']:.3f} | "
-                     f"{r['first_fit_s']:.1f} | {r['fit_s']:.1f} | {r['compile_s']:.1f} | {r['ms_per_step']:.2f} |")
+                     f"{r['first_fit_s']:.1f} | {r['fit_s']:.1f} | {r['compile_s']:.1f} | "
+                     f"{r['ms_per_step']:.2f} |")
     by_name = {r["method"]: r for r in rows}
     if "gemf-t" in by_name and "flow" in by_name:
         ratio = by_name["gemf-t"]["ms_per_step"] / by_name["flow"]["ms_per_step"]

@@ -57,8 +57,7 @@ from scipy import special
 from benchmarks._device import device_name
 from emf_jax import datasets, templates
 from emf_jax.density import build_emf_density_stateless
-from emf_jax.training import (DEFAULT_VALIDATION_FRACTION, fit_density, split_rows,
-                              structure_data)
+from emf_jax.training import DEFAULT_VALIDATION_FRACTION, fit_density, split_rows, structure_data
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -109,7 +109,7 @@ def main() -> None:
     }
     for name, (log_prob, bijector, state) in samplers.items():
         start = time.perf_counter()
-        draws = jax.jit(lambda s, seed: run_hmc(
+        draws = jax.jit(lambda s, seed, log_prob=log_prob, bijector=bijector: run_hmc(
             log_prob, s, bijector=bijector, initial_noise=noise, num_warmup=num_warmup,
             num_draws=num_draws, leapfrog_steps=leapfrog, seed=seed))(state, jax.random.key(2))
         seconds = time.perf_counter() - start

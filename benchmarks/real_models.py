@@ -441,8 +441,7 @@ def sparse_logistic_regression(*, dtype: Any = np.float32) -> RealTarget:
 def brownian_missing_middle_observations() -> np.ndarray:
     """inference_gym's shipped ``brownian_motion_missing_middle_observations`` (30 steps,
     steps 10..19 missing as NaN)."""
-    from inference_gym.internal.datasets import (
-        brownian_motion_missing_middle_observations as data)
+    from inference_gym.internal.datasets import brownian_motion_missing_middle_observations as data
 
     return np.asarray(data.OBSERVED_LOC, np.float64)
 

@@ -123,7 +123,8 @@ def run(label: str, steps: int, sample_size: int, seed: int) -> list[dict]:
                 warnings.simplefilter("always")
                 if fitter == "tfp":
                     params, losses = jax.jit(
-                        lambda k: tfp.vi.fit_surrogate_posterior_stateless(
+                        lambda k, build_fn=build_fn, init_fn=init_fn:
+                        tfp.vi.fit_surrogate_posterior_stateless(
                             pinned.unnormalized_log_prob, build_fn, init_fn(k),
                             optax.adam(LEARNING_RATE), num_steps=steps,
                             sample_size=sample_size, seed=k))(key)

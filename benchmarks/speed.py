@@ -109,6 +109,7 @@ def bridge(num_steps: int, form: str) -> Any:
     """The pinned Brownian bridge of `num_steps` steps as a Python loop or a MarkovChain."""
     import jax.numpy as jnp
     from tensorflow_probability.substrates import jax as tfp
+
     from emf_jax.models import time_series
     tfd = tfp.distributions
 
@@ -333,7 +334,7 @@ def format_speed_table(rows: Sequence[dict[str, Any]]) -> str:
             lines.append(f"| {model} | {name} | {r['note']} | | | | | |")
             continue
 
-        def pair(key: str, digits: int = 2, suffix: str = "") -> str:
+        def pair(key: str, digits: int = 2, suffix: str = "", r: dict = r) -> str:
             cpu = key.replace("_s", "_cpu_s") if key.endswith("_s") else key + "_cpu"
             if key == "ms_per_step":
                 cpu = "cpu_ms_per_step"
@@ -499,7 +500,8 @@ def goals(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"{'met' if r.get('vs_autoiaf_cpu', 9) <= 1.0 else 'not met'}; build + compile "
             f"{r['build_cpu_s'] + r['compile_cpu_s']:.1f} s CPU "
             f"({r['build_s'] + r['compile_s']:.1f} s wall)"
-            + (f", goal ≤ 10 s: {'met' if r['build_cpu_s'] + r['compile_cpu_s'] <= 10 else 'not met'} "
+            + (", goal ≤ 10 s: "
+               f"{'met' if r['build_cpu_s'] + r['compile_cpu_s'] <= 10 else 'not met'} "
                "in CPU time" if r["T"] == 30 else "") + ".")
     return lines + [""]
 

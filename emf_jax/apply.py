@@ -20,8 +20,13 @@ import jax
 import jax.numpy as jnp
 
 from emf_jax.gates import gated_forward, gated_inverse
-from emf_jax.transforms.base import (Transform, support_forward, support_forward_log_det,
-                                     support_inverse, support_inverse_log_det)
+from emf_jax.transforms.base import (
+    Transform,
+    support_forward,
+    support_forward_log_det,
+    support_inverse,
+    support_inverse_log_det,
+)
 from emf_jax.transforms.markov_chain import ChainTransform
 
 __all__ = ["apply_forward", "apply_inverse"]

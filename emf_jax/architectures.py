@@ -51,8 +51,7 @@ import numpy as np
 from emf_jax import checkpoint
 from emf_jax import flows as flows_lib
 from emf_jax.gates import DEFAULT_INITIAL_GATE
-from emf_jax.structured import (StructuredLayer, build_structured_layer_stateless,
-                                resolve_model)
+from emf_jax.structured import StructuredLayer, build_structured_layer_stateless, resolve_model
 from emf_jax.tracing import ModelTrace, trace_model
 
 __all__ = [

@@ -193,8 +193,9 @@ def test_surrogate_samples_densities_and_fit(builder, model):
     # abstract values: tracing is enough, and compiling each sample shape costs seconds).
     key = jax.random.PRNGKey(1)
     for sample_shape in [(), (4,)]:
-        x = jax.eval_shape(lambda: build_fn(init_fn(key)).sample(sample_shape, seed=key))
-        ref = jax.eval_shape(lambda: case.prior_sample(sample_shape, seed=key))
+        x = jax.eval_shape(
+            lambda shape=sample_shape: build_fn(init_fn(key)).sample(shape, seed=key))
+        ref = jax.eval_shape(lambda shape=sample_shape: case.prior_sample(shape, seed=key))
         assert tree.tree_structure(x) == tree.tree_structure(ref)
         assert type(x) is type(ref)
         assert tree.tree_map(lambda a: (a.shape, a.dtype), x) == tree.tree_map(

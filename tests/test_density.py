@@ -12,9 +12,8 @@ from scipy import stats
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax import templates
-from emf_jax.training import engine
 from emf_jax.density import build_emf_density_stateless, model_params_of
-from emf_jax.training import fit_density, structure_data
+from emf_jax.training import engine, fit_density, structure_data
 
 tfd = tfp.distributions
 SMALL = dict(hidden_units=(8,), num_backbone_layers=2)

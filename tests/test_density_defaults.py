@@ -14,8 +14,13 @@ from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax import templates
 from emf_jax.density import DENSITY_MAX_LOG_SCALE, build_emf_density_stateless, model_params_of
-from emf_jax.training import (DEFAULT_PATIENCE, DEFAULT_VALIDATION_FRACTION, ModelPart,
-                              fit_density, structure_data)
+from emf_jax.training import (
+    DEFAULT_PATIENCE,
+    DEFAULT_VALIDATION_FRACTION,
+    ModelPart,
+    fit_density,
+    structure_data,
+)
 from emf_jax.training.loops import DEFAULT_PRETRAIN_MODEL_STEPS
 
 tfd = tfp.distributions

@@ -192,7 +192,7 @@ def test_public_names_have_args_returns_and_example():
     checked = 0
     for module_name in modules:
         module = importlib.import_module(module_name)
-        for name, value in _public_names(module):
+        for _name, value in _public_names(module):
             checked += 1
             gaps = _docstring_gaps(value)
             if gaps:

@@ -10,8 +10,16 @@ import pytest
 from tensorflow_probability.substrates import jax as tfp
 
 import emf_jax
-from emf_jax.transforms import (KINDS, AffineTransform, MonotoneTransform, family_kind,
-                                family_rows, family_table_markdown, registry, transform_for)
+from emf_jax.transforms import (
+    KINDS,
+    AffineTransform,
+    MonotoneTransform,
+    family_kind,
+    family_rows,
+    family_table_markdown,
+    registry,
+    transform_for,
+)
 from tests import structured_models as sm
 
 tfd = tfp.distributions

@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from tensorflow_probability.substrates import jax as tfp
 
 import emf_jax

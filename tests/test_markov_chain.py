@@ -8,8 +8,8 @@ import pytest
 from tensorflow_probability.substrates import jax as tfp
 
 import emf_jax
-from emf_jax.transforms import transform_for
 from emf_jax.apply import _chain_scan, _step_inverse, apply_forward, apply_inverse
+from emf_jax.transforms import transform_for
 from emf_jax.transforms.markov_chain import ChainTransform
 from tests.bijector_checks import check_bijection
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.scipy import special as jsp
 
 from emf_jax._numerics import normal_quantile_from_log_cdf

@@ -110,6 +110,7 @@ def test_data_parallel_fits_match_single_device_on_8_cpu_devices():
 
 def test_mesh_and_devices_options_are_checked():
     import jax
+
     from emf_jax.sharding import data_parallel
 
     assert data_parallel() is None

@@ -96,7 +96,8 @@ def test_round_trip_and_log_det_float64(name, x64):
     _check_layer(ALL_MODELS[name](jnp.float64), gated=True, use_jit=True)
 
 
-@pytest.mark.parametrize("name", ["family:Normal", pytest.param("family:Gamma", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["family:Normal",
+                                  pytest.param("family:Gamma", marks=pytest.mark.slow),
                                   "hierarchical", "pinned_hierarchical"])
 def test_without_jit(name):
     _check_layer(ALL_MODELS[name](jnp.float32), gated=True, use_jit=False)

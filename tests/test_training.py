@@ -10,9 +10,16 @@ import optax
 import pytest
 from tensorflow_probability.substrates import jax as tfp
 
-from emf_jax.training import engine, losses
-from emf_jax.training import (DensityFitResult, FitResult, fit_density, fit_vi, minimize,
-                              structure_data)
+from emf_jax.training import (
+    DensityFitResult,
+    FitResult,
+    engine,
+    fit_density,
+    fit_vi,
+    losses,
+    minimize,
+    structure_data,
+)
 
 tfd = tfp.distributions
 
@@ -364,7 +371,9 @@ def test_fit_density_recovers_mean_and_scale():
     assert result.losses.shape == (400,)
     assert result.best_step == 400
     assert result.validation_losses.shape == (0,)
-    nll = lambda p: -float(jnp.mean(_normal_build(p).log_prob(data)))
+    def nll(p):
+        return -float(jnp.mean(_normal_build(p).log_prob(data)))
+
     assert nll(result.params) < nll(params) - 0.5
     # Standard errors of the MLE: sigma / sqrt(n) for the mean, sigma / sqrt(2 n) for the
     # scale; tolerance 5 standard errors (the decayed learning rate makes the optimiser

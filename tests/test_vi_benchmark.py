@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import _numpyro_peers
-from benchmarks import vi
+from benchmarks import _numpyro_peers, vi
 from emf_jax import models
 
 # The quick benchmark's machinery at the tiniest size: one 14-dimensional target, GEMF-T plus

@@ -18,8 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from emf_jax.flows.base import (
-    Array, Flow, Params, PRNGKey, check_input, validate_event_size)
+from emf_jax.flows.base import Array, Flow, Params, PRNGKey, check_input, validate_event_size
 
 __all__ = ["affine_flow", "scale_affine_params"]
 

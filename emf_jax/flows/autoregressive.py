@@ -25,8 +25,15 @@ import jax
 import jax.numpy as jnp
 
 from emf_jax.flows.base import (
-    Array, Elementwise, Flow, Params, PRNGKey, affine_elementwise, check_input,
-    validate_event_size)
+    Array,
+    Elementwise,
+    Flow,
+    Params,
+    PRNGKey,
+    affine_elementwise,
+    check_input,
+    validate_event_size,
+)
 from emf_jax.flows.made import InputOrder, made
 from emf_jax.flows.permutations import PermutationSpec
 from emf_jax.flows.stack import stack_layers

@@ -27,13 +27,6 @@ from emf_jax.models._common import (
     BenchmarkTarget,
     ExactPosterior,
 )
-from emf_jax.models.trees import binary_tree
-from emf_jax.models.schools import (
-    TREATMENT_EFFECTS,
-    TREATMENT_STDDEVS,
-    eight_schools,
-    eight_schools_exact_posterior,
-)
 from emf_jax.models.gaussian import condition_gaussian, gaussian_network_moments
 from emf_jax.models.registry import (
     EXACT_TARGET_NAMES,
@@ -41,7 +34,14 @@ from emf_jax.models.registry import (
     exact_log_marginal_likelihood,
     get_target,
 )
+from emf_jax.models.schools import (
+    TREATMENT_EFFECTS,
+    TREATMENT_STDDEVS,
+    eight_schools,
+    eight_schools_exact_posterior,
+)
 from emf_jax.models.time_series import brownian_motion, lorenz_system, van_der_pol
+from emf_jax.models.trees import binary_tree
 
 __all__ = [
     "EXACT_TARGET_NAMES",

@@ -7,9 +7,15 @@
 """
 from emf_jax.training.data import split_rows, structure_data
 from emf_jax.training.engine import FitResult, minimize
-from emf_jax.training.loops import (DEFAULT_PATIENCE, DEFAULT_PRETRAIN_MODEL_STEPS,
-                                    DEFAULT_VALIDATION_FRACTION, DensityFitResult, ModelPart,
-                                    fit_density, fit_vi)
+from emf_jax.training.loops import (
+                                    DEFAULT_PATIENCE,
+                                    DEFAULT_PRETRAIN_MODEL_STEPS,
+                                    DEFAULT_VALIDATION_FRACTION,
+                                    DensityFitResult,
+                                    ModelPart,
+                                    fit_density,
+                                    fit_vi,
+)
 from emf_jax.training.losses import MinibatchNLL, VariationalLoss, mean_nll, row_nll
 
 __all__ = [

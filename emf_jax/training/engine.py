@@ -42,8 +42,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from emf_jax._checks import (as_key, check_callable, check_int, check_optimizer,
-                             check_positive_float)
+from emf_jax._checks import as_key, check_callable, check_int, check_optimizer, check_positive_float
 from emf_jax.sharding import DataParallel
 
 __all__ = ["FitResult", "minimize"]

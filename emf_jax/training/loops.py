@@ -21,12 +21,10 @@ import numpy as np
 import optax
 from tensorflow_probability.substrates import jax as tfp
 
-from emf_jax._checks import (as_key, check_callable, check_int, check_optimizer,
-                             check_positive_float)
+from emf_jax._checks import as_key, check_callable, check_int, check_optimizer, check_positive_float
 from emf_jax.sharding import data_parallel
 from emf_jax.training.data import num_rows, shape_str, split_rows, structure_data
-from emf_jax.training.engine import (FitResult, Seed, freeze_compiler_options, run_minimize,
-                                     static)
+from emf_jax.training.engine import FitResult, Seed, freeze_compiler_options, run_minimize, static
 from emf_jax.training.losses import MinibatchNLL, VariationalLoss, row_nll_runner
 
 __all__ = [

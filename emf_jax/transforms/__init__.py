@@ -9,24 +9,26 @@ from emf_jax.transforms import numeric as _numeric  # noqa: F401
 from emf_jax.transforms import special as _special  # noqa: F401
 from emf_jax.transforms import structured_families as _structured_families  # noqa: F401
 from emf_jax.transforms import wrappers as _wrappers  # noqa: F401
-from emf_jax.transforms.affine import mvn_linear_operator_transform
-from emf_jax.transforms.affine import normal_transform
-from emf_jax.transforms.base import AffineTransform
-from emf_jax.transforms.base import MonotoneTransform
-from emf_jax.transforms.base import Transform
-from emf_jax.transforms.base import affine
-from emf_jax.transforms.base import affine_matvec
-from emf_jax.transforms.monotone import cdf_inversion_transform
-from emf_jax.transforms.monotone import monotone_from_maps
-from emf_jax.transforms.registry import KINDS
-from emf_jax.transforms.registry import FamilyRow
-from emf_jax.transforms.registry import UnsupportedDistributionError
-from emf_jax.transforms.registry import family_kind
-from emf_jax.transforms.registry import family_rows
-from emf_jax.transforms.registry import family_table_markdown
-from emf_jax.transforms.registry import register_transform
-from emf_jax.transforms.registry import registered_families
-from emf_jax.transforms.registry import transform_for
+from emf_jax.transforms.affine import mvn_linear_operator_transform, normal_transform
+from emf_jax.transforms.base import (
+    AffineTransform,
+    MonotoneTransform,
+    Transform,
+    affine,
+    affine_matvec,
+)
+from emf_jax.transforms.monotone import cdf_inversion_transform, monotone_from_maps
+from emf_jax.transforms.registry import (
+    KINDS,
+    FamilyRow,
+    UnsupportedDistributionError,
+    family_kind,
+    family_rows,
+    family_table_markdown,
+    register_transform,
+    registered_families,
+    transform_for,
+)
 
 __all__ = [
     "AffineTransform",

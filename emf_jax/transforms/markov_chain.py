@@ -31,8 +31,12 @@ import jax
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.transforms.base import Transform
-from emf_jax.transforms.registry import (UnsupportedDistributionError, current_variable,
-                                         register_transform, transform_for)
+from emf_jax.transforms.registry import (
+    UnsupportedDistributionError,
+    current_variable,
+    register_transform,
+    transform_for,
+)
 
 tfd = tfp.distributions
 Array = jax.Array

@@ -9,7 +9,7 @@ from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.transforms.base import MonotoneTransform
 from emf_jax.transforms.monotone import cdf_inversion_transform
-from emf_jax.transforms.registry import (TransformFn, register_fallback, register_transform)
+from emf_jax.transforms.registry import TransformFn, register_fallback, register_transform
 
 tfd = tfp.distributions
 tfb = tfp.bijectors

@@ -58,10 +58,20 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
-from emf_jax.transforms.base import AffineTransform, MonotoneTransform, Transform, affine
-from emf_jax.transforms.base import affine_matvec, with_support
-from emf_jax.transforms.registry import (UnsupportedDistributionError, current_variable,
-                                         register_transform, transform_for)
+from emf_jax.transforms.base import (
+    AffineTransform,
+    MonotoneTransform,
+    Transform,
+    affine,
+    affine_matvec,
+    with_support,
+)
+from emf_jax.transforms.registry import (
+    UnsupportedDistributionError,
+    current_variable,
+    register_transform,
+    transform_for,
+)
 
 tfd = tfp.distributions
 tfb = tfp.bijectors

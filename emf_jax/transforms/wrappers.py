@@ -8,8 +8,12 @@ from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.transforms.base import Transform, with_support
 from emf_jax.transforms.markov_chain import ChainTransform  # also registers MarkovChain
-from emf_jax.transforms.registry import (UnsupportedDistributionError, current_variable,
-                                         register_transform, transform_for)
+from emf_jax.transforms.registry import (
+    UnsupportedDistributionError,
+    current_variable,
+    register_transform,
+    transform_for,
+)
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -90,7 +94,8 @@ def transformed_distribution_transform(dist: Any) -> Transform:
     inner = transform_for(dist.distribution)
     if isinstance(inner, ChainTransform):
         raise UnsupportedDistributionError(
-            f"{current_variable()} is a TransformedDistribution of a MarkovChain, which has no map: transform the chain's "
+            f"{current_variable()} is a TransformedDistribution of a MarkovChain, which has no "
+            "map: transform the chain's "
             "step distributions instead (e.g. a chain of LogNormal steps, not an Exp of a "
             "chain).")
     if inner.support_bijector is None:
