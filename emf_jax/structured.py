@@ -268,7 +268,36 @@ class StructuredLayer(tfb.Bijector):
         return record.event_shape if self._apply_support else record.unconstrained_shape
 
     def _gate(self, name: str) -> Optional[Array]:
-        return self._params["gates"][name] if self._gated else None
+        if not self._gated:
+            return None
+        per_sample = getattr(self, "_per_sample_gates", None)
+        return per_sample[name] if per_sample is not None else self._params["gates"][name]
+
+    def _gate_rows(self, size: int) -> Optional[Array]:
+        """Every gate, flattened and concatenated, broadcast to ``[size, G]`` (None ungated).
+
+        Why not close over the gates inside the vmap over samples: the gradient of an
+        unbatched gate is then summed over the samples inside each variable's own
+        reduction, and XLA's fusion copies the whole backward chain of the later variables
+        into each of those reductions: on a Python-loop model the compiled program (and its
+        compile time) grew quadratically in the number of variables. (Optimisation barriers
+        do not stop it: the CPU pipeline removes them before fusion.) Broadcast here, once,
+        and split inside the vmap by one `lax.split` (`_split_gates`), all the gates'
+        gradients are one concatenate and one reduction, whatever the number of variables.
+        """
+        if not self._gated:
+            return None
+        gates = self._params["gates"]
+        flat = jnp.concatenate([jnp.ravel(gates[n]) for n in self._trace.latent_names])
+        return jnp.broadcast_to(flat, (size,) + flat.shape)
+
+    def _split_gates(self, row: Optional[Array]) -> Optional[dict[str, Array]]:
+        if row is None:
+            return None
+        gates = self._params["gates"]
+        names = self._trace.latent_names
+        parts = jax.lax.split(row, [int(np.size(gates[n])) for n in names])
+        return {n: part.reshape(jnp.shape(gates[n])) for n, part in zip(names, parts)}
 
     def _batched(self, event_fn, flat: list, shape_of) -> tuple[list, Array]:
         latents = self._trace.latents
@@ -299,7 +328,15 @@ class StructuredLayer(tfb.Bijector):
         batch_shape = batch_shape or ()
         size = int(np.prod(batch_shape)) if batch_shape else 1
         reshaped = [p.reshape((size,) + p.shape[len(batch_shape):]) for p in prepared]
-        out, log_det = jax.vmap(event_fn)(reshaped)
+        def with_gates(events, gate_row):
+            # The per-sample gates are set for this trace only (see `_gate_rows`).
+            self._per_sample_gates = self._split_gates(gate_row)
+            try:
+                return event_fn(events)
+            finally:
+                self._per_sample_gates = None
+
+        out, log_det = jax.vmap(with_gates)(reshaped, self._gate_rows(size))
         out = [o.reshape(batch_shape + o.shape[1:]) for o in out]
         return out, log_det.reshape(batch_shape)
 
