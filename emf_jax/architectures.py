@@ -285,7 +285,7 @@ class LatentLayout(NamedTuple):
     @classmethod
     def of(cls, trace: ModelTrace) -> "LatentLayout":
         """The layout of a traced model's latents."""
-        shapes = tuple(tuple(r.unconstrained_shape) for r in trace.latents)
+        shapes = tuple(tuple(r.unconstrained_shape or ()) for r in trace.latents)
         offsets = tuple(int(o) for o in np.cumsum([0] + [int(np.prod(s)) for s in shapes]))
         return cls(shapes, offsets)
 
@@ -448,7 +448,9 @@ def build_embedded_flow(
         return build_structured(params["structured"], parts=_STRUCTURED_PARTS[stage.kind])
 
     def forward_and_log_det(params: Params, z: Array) -> tuple[Any, Array]:
-        value, is_flat = z, True
+        # The value is the flat vector [..., D] or a list of parts, as `is_flat` says.
+        value: Any = z
+        is_flat = True
         total = jnp.zeros(z.shape[:-1], z.dtype)
         for stage in arch.stages:
             if stage.kind == "backbone":
@@ -468,8 +470,9 @@ def build_embedded_flow(
     def inverse_and_log_det(params: Params, values: Any) -> tuple[Array, Array]:
         by_name = dict(zip(trace.value_names, trace.flatten_values(values)))
         # Deterministic variables are functions of the latents: only the latents are read.
-        value, is_flat = [by_name[n] for n in trace.latent_names], False
-        total = None
+        value: Any = [by_name[n] for n in trace.latent_names]
+        is_flat = False
+        total: Any = None
         for stage in reversed(arch.stages):
             if stage.kind == "backbone":
                 value = value if is_flat else layout.to_flat(value)

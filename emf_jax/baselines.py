@@ -478,7 +478,7 @@ def build_asvi_surrogate_stateless(
     def build_fn(params: Params) -> tfd.Distribution:
         _check_params(params, names, "build_asvi_surrogate_stateless")
         q = tfp_build([params[name] for name in names])
-        if jax.tree_util.tree_structure(q.dtype) != structure:
+        if jax.tree_util.tree_structure(q.dtype) != structure:  # type: ignore[operator]
             raise ValueError(  # pragma: no cover - guards against changes in TFP
                 "ASVI surrogate's sample structure differs from the model's latent structure."
             )

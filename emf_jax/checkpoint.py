@@ -109,7 +109,7 @@ def _encode_tree(tree: PyTree, leaves: list) -> dict:
     """JSON description of `tree`; appends its leaves in JAX's flatten order."""
     if tree is None:
         return {"kind": "none"}
-    treedef = jax.tree.structure(tree)
+    treedef: Any = jax.tree.structure(tree)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
         node: dict[str, Any] = {"kind": "leaf", "index": len(leaves)}
         if type(tree) in _PY_SCALARS.values():
@@ -190,7 +190,8 @@ def save(path: str | os.PathLike, tree: PyTree, *, compress: bool = False) -> No
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
+            writer: Callable[..., None] = np.savez_compressed if compress else np.savez
+            writer(f, **arrays)
         os.chmod(tmp_path, 0o644)  # mkstemp creates owner-only files.
         os.replace(tmp_path, path)
     except BaseException:
@@ -277,7 +278,7 @@ def _decode_leaf(stored: np.ndarray, info: Any, index: int) -> Any:
         raise _CheckpointError(f"leaf {path} does not match its metadata (stored "
                                f"{stored.dtype}{list(stored.shape)}, metadata "
                                f"{dtype_name}{list(shape)}, encoding {encoding!r})")
-    value = stored.view(dtype) if encoding == "bits" else stored
+    value: Any = stored.view(dtype) if encoding == "bits" and dtype is not None else stored
     if key_impl is not None:
         try:
             value = jax.random.wrap_key_data(value, impl=str(key_impl))

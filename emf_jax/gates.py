@@ -78,10 +78,13 @@ def _matvec(matrix: Array, vector: Array) -> Array:
 
 
 def _blended_matrix(t: AffineTransform, lam: Optional[Array]) -> Array:
+    matrix = t.scale_matrix
+    if matrix is None:  # only matrix transforms reach here
+        raise TypeError("an elementwise affine transform has no scale matrix")
     if lam is None:
-        return t.scale_matrix
-    eye = jnp.eye(t.scale_matrix.shape[-1], dtype=t.scale_matrix.dtype)
-    return lam * t.scale_matrix + (1 - lam) * eye
+        return matrix
+    eye = jnp.eye(matrix.shape[-1], dtype=matrix.dtype)
+    return lam * matrix + (1 - lam) * eye
 
 
 def _matrix_log_det(matrix: Array, lower_triangular: bool, value_shape: tuple) -> Array:

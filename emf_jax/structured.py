@@ -139,7 +139,7 @@ class StructuredLayer(tfb.Bijector):
         self._apply_support = parts in ("map_and_support", "support")
         super().__init__(
             forward_min_event_ndims=trace.unflatten(
-                [len(r.unconstrained_shape) for r in trace.latents]),
+                [len(r.unconstrained_shape or ()) for r in trace.latents]),
             inverse_min_event_ndims=self._unflatten_out(
                 [len(self._value_shape(r)) for r in self._out_records()]),
             is_constant_jacobian=False,
@@ -443,7 +443,7 @@ def build_structured_layer_stateless(
     trace: Optional[ModelTrace] = None,
     validate_args: bool = False,
     name: str = "structured_layer",
-) -> tuple[Callable[..., Params], Callable[[Params], StructuredLayer]]:
+) -> tuple[Callable[..., Params], Callable[..., StructuredLayer]]:
     """Builds the (gated) structured layer of a model, in TFP's stateless-builder shape.
 
     Args:

@@ -112,10 +112,10 @@ def build_emf_surrogate_posterior_stateless(
 
     def init_fn(seed: Any = None) -> dict:
         params = inner.init(seed)
-        params["base"] = base.init(None)
+        params["base"] = base.init(jax.random.key(0))  # the identity, whatever the key
         if auto and pinned:
             key = jax.random.fold_in(as_key(0 if seed is None else seed), 1)
-            tau = select_temperature(
+            tau: Any = select_temperature(
                 lambda z: inner.forward_and_log_det(params, z), model.unnormalized_log_prob,
                 key, event_size=inner.event_size, dtype=inner.trace.latents[0].dtype,
                 ladder=DEFAULT_TEMPERATURE_LADDER, num_draws=32, min_finite_fraction=1.0,

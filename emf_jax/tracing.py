@@ -139,7 +139,8 @@ class ModelTrace:
     records: tuple[VariableRecord, ...]
     latent_names: tuple[str, ...]
     latent_structure: Any
-    value_names: Optional[tuple[str, ...]] = None
+    # None (the default) means "the latents": filled in by __post_init__.
+    value_names: tuple[str, ...] = None  # type: ignore[assignment]
     value_structure: Any = None
 
     def __post_init__(self):
@@ -266,7 +267,8 @@ _UNPINNED = object()
 
 def _unwrap(dist: Any) -> Any:
     while isinstance(dist, _WRAPPERS):
-        dist = dist.distribution
+        wrapper: Any = dist
+        dist = wrapper.distribution
     return dist
 
 

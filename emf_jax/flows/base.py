@@ -327,7 +327,7 @@ def chain_flows(*flows: Flow) -> Flow:
     def forward_and_log_det(params: Params, x: Array) -> tuple[Array, Array]:
         _check_params(params)
         x = check_input(x, event_size)
-        total = 0.0
+        total: Any = 0.0
         for f, p in zip(flows, params):
             x, ldj = f.forward_and_log_det(p, x)
             total = total + ldj
@@ -336,7 +336,7 @@ def chain_flows(*flows: Flow) -> Flow:
     def inverse_and_log_det(params: Params, y: Array) -> tuple[Array, Array]:
         _check_params(params)
         y = check_input(y, event_size, "y")
-        total = 0.0
+        total: Any = 0.0
         for f, p in zip(reversed(flows), reversed(tuple(params))):
             y, ldj = f.inverse_and_log_det(p, y)
             total = total + ldj

@@ -294,7 +294,7 @@ def split_flat(
 
 
 def make_exact_posterior(
-    log_marginal_likelihood: float,
+    log_marginal_likelihood: float | np.ndarray,
     mean: np.ndarray,
     covariance: np.ndarray,
     names: Sequence[str],

@@ -64,7 +64,7 @@ def gaussian_network_moments(
 def condition_gaussian(
     mean: np.ndarray,
     covariance: np.ndarray,
-    observed: Sequence[int],
+    observed: Sequence[int] | np.ndarray,
     values: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Conditions a joint Gaussian on some of its coordinates.

@@ -133,7 +133,8 @@ def _scalar_loss(loss_fn: Callable[..., Any]) -> Callable[..., tuple[jax.Array, 
 
     def checked(*args: Any) -> tuple[jax.Array, jax.Array]:
         if counted:
-            loss, count = loss_fn.loss_and_count(*args)
+            counting: Any = loss_fn
+            loss, count = counting.loss_and_count(*args)
         else:
             loss, count = loss_fn(*args), jnp.zeros((), jnp.int32)
         if not (hasattr(loss, "shape") and hasattr(loss, "dtype")) or loss.shape != ():
@@ -297,13 +298,13 @@ def run_minimize(loss_fn: Callable[..., jax.Array], params: PyTree, *, optimizer
         losses = jnp.concatenate(chunk_losses)
     else:
         losses = jnp.zeros((0,), jax.eval_shape(loss_fn, params, key, *args).dtype)
-    num_nonfinite = int(num_nonfinite)
-    if num_nonfinite:
+    steps_skipped = int(num_nonfinite)
+    if steps_skipped:
         warnings.warn(
-            f"{description}: {num_nonfinite} of {steps_done} steps had a non-finite loss or "
+            f"{description}: {steps_skipped} of {steps_done} steps had a non-finite loss or "
             "gradient and were skipped (parameters and optimizer state left unchanged).",
             RuntimeWarning, stacklevel=stacklevel + 1)
-    return FitResult(params, opt_state, losses, num_nonfinite,
+    return FitResult(params, opt_state, losses, steps_skipped,
                      int(num_nonfinite_draws)), steps_done
 
 

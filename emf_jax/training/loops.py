@@ -429,7 +429,7 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
             "distribution with scalar batch shape (wrap batch dimensions in tfd.Independent).")
 
     train = jax.tree.map(jnp.asarray, train)
-    if pretrain_model_steps > 0:
+    if pretrain_model_steps > 0 and model_part is not None:
         params = _fit_model_first(
             model_part, params, train, optimizer=pretrain_optimizer or _PRETRAIN_OPTIMIZER,
             num_steps=pretrain_model_steps, batch_size=min(n_train, max(batch_size,

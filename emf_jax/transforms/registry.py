@@ -26,7 +26,7 @@ from emf_jax.transforms.base import Transform
 
 tfd = tfp.distributions
 
-TransformFn = Callable[[Any], Transform]
+TransformFn = Callable[[Any], Any]  # a Transform (a ChainTransform for tfd.MarkovChain)
 _REGISTRY: dict[type, TransformFn] = {}
 _KINDS: dict[type, str] = {}
 _FALLBACKS: list[Callable[[Any], Optional[TransformFn]]] = []

@@ -413,7 +413,7 @@ def _logit_space(t: MonotoneTransform, family: str) -> MonotoneTransform:
         f"(support bijector Sigmoid onto (0, 1)); the registered one has {type(support).__name__}")
 
 
-def dirichlet_transform(dist: Any) -> MonotoneTransform:
+def dirichlet_transform(dist: Any) -> Transform:
     """Dirichlet(α): independent Beta stick fractions, then stick-breaking onto the simplex.
 
     ``v_k ~ Beta(α_k, Σ_{j>k} α_j)``, ``k = 1..K−1`` (the Beta map of the registry, on the
@@ -445,7 +445,7 @@ def dirichlet_transform(dist: Any) -> MonotoneTransform:
     return with_support(_logit_space(beta, "Dirichlet"), LogitStickBreaking())
 
 
-def lkj_transform(dist: Any) -> MonotoneTransform:
+def lkj_transform(dist: Any) -> Transform:
     """LKJ(d, η) and CholeskyLKJ(d, η): the C-vine with Beta partial correlations.
 
     ``(z_ij + 1)/2 ~ Beta(β_j, β_j)``, ``β_j = η + (d − 2 − j)/2`` for the strictly lower
