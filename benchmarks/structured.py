@@ -224,8 +224,8 @@ def measure_model(model: Any, *, draws: int, repeats: int, eager: bool) -> dict[
         if eager:
             row["eager_first"] = _timed(lambda fn=fn: fn(e))
         jitted = jax.jit(fn)
-        row["compile"] = _timed(lambda: jitted(e))
-        times = [_timed(lambda: jitted(e)) for _ in range(repeats)]
+        row["compile"] = _timed(lambda jitted=jitted: jitted(e))
+        times = [_timed(lambda jitted=jitted: jitted(e)) for _ in range(repeats)]
         row["steady"] = statistics.median(times)
         out[kind] = row
     return out
