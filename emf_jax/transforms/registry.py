@@ -50,6 +50,8 @@ _BUILTIN_KINDS: dict[str, str] = {
     **{f"emf_jax.transforms.closed_form.{name}_transform": "closed form" for name in (
         "uniform", "half_normal", "exponential", "weibull", "laplace", "logistic", "cauchy",
         "gumbel", "half_cauchy", "pareto", "kumaraswamy")},
+    **{f"emf_jax.transforms.special.{name}_transform": "special-function quantile" for name in (
+        "gamma", "chi2", "chi", "inverse_gamma", "beta", "student_t")},
     "emf_jax.transforms.monotone.cdf_inversion_transform": "CDF inversion",
     "emf_jax.transforms.numeric.truncated_normal_transform": "CDF inversion",
     "emf_jax.transforms.numeric.mixture_transform": "CDF inversion",
