@@ -20,6 +20,7 @@ from emf_jax.architectures import ARCHITECTURES, EmbeddedFlow, FlowFactory, buil
 from emf_jax.distribution import EmbeddedFlowDistribution
 from emf_jax.gates import DEFAULT_INITIAL_GATE
 from emf_jax.initialization import DEFAULT_TEMPERATURE_LADDER, select_temperature
+from emf_jax.tracing import joint_log_prob_fn
 
 __all__ = ["SURROGATES", "build_emf_surrogate_posterior_stateless", "build_surrogate_stateless"]
 
@@ -51,7 +52,8 @@ def build_emf_surrogate_posterior_stateless(
     ``tau`` picked by `emf_jax.initialization.select_temperature`: the largest of 1, 0.5,
     0.25, 0.1, 0.05, 0.02, 0.01 such that all of 32 draws of the initial surrogate with noise
     scaled by ``2 tau`` (a margin for the tail a long fit meets) have a finite
-    ``model.unnormalized_log_prob`` (so ``tau = 1``, the prior itself, whenever the prior's
+    target log-density (`emf_jax.joint_log_prob_fn`, which also takes Deterministic nodes and
+    partly pinned nested parts) (so ``tau = 1``, the prior itself, whenever the prior's
     draws keep the likelihood finite). This runs inside ``init_fn`` and is traceable under
     `jax.jit`.
 
@@ -116,7 +118,7 @@ def build_emf_surrogate_posterior_stateless(
         if auto and pinned:
             key = jax.random.fold_in(as_key(0 if seed is None else seed), 1)
             tau: Any = select_temperature(
-                lambda z: inner.forward_and_log_det(params, z), model.unnormalized_log_prob,
+                lambda z: inner.forward_and_log_det(params, z), joint_log_prob_fn(model),
                 key, event_size=inner.event_size, dtype=inner.trace.latents[0].dtype,
                 ladder=DEFAULT_TEMPERATURE_LADDER, num_draws=32, min_finite_fraction=1.0,
                 probe_scale=2.0)

@@ -595,18 +595,22 @@ def test_asvi_noise_sampling_matches_tfp_joint_distribution():
 
 
 def test_iaf_baseline_is_the_flow_architecture():
-    from emf_jax.surrogates import build_emf_surrogate_posterior_stateless
+    # The baseline is the "flow" chain itself, without the surrogate builder's tempered
+    # affine base stage (the peer stays as the paper's IAF).
+    from emf_jax.architectures import build_embedded_flow
+    from emf_jax.distribution import EmbeddedFlowDistribution
 
     case = _hierarchical()
     init_fn, build_fn = baselines.build_iaf_surrogate_stateless(case.model, hidden_units=(8,))
-    flow_init, flow_build = build_emf_surrogate_posterior_stateless(
-        case.model, architecture="flow", hidden_units=(8,), activation=jnp.tanh)
+    flow = build_embedded_flow(case.model, architecture="flow", hidden_units=(8,),
+                               activation=jnp.tanh)
     key = jax.random.PRNGKey(0)
     params = init_fn(key)
-    jax.tree.map(np.testing.assert_array_equal, params, flow_init(key))
+    jax.tree.map(np.testing.assert_array_equal, params, flow.init(key))
     x = build_fn(params).sample(32, seed=jax.random.PRNGKey(1))
     assert bool(jnp.all(case.in_support(x)))
-    np.testing.assert_allclose(build_fn(params).log_prob(x), flow_build(params).log_prob(x),
+    np.testing.assert_allclose(build_fn(params).log_prob(x),
+                               EmbeddedFlowDistribution(flow, params).log_prob(x),
                                rtol=1e-5, atol=1e-5)
 
 

@@ -622,7 +622,10 @@ def test_eight_schools_matches_inference_gym_by_change_of_variables():
 def test_cached_ground_truth_is_current():
     """The cached NUTS runs (benchmarks/ground_truth) still describe the current targets."""
     ground_truth = pytest.importorskip("benchmarks.ground_truth")
-    files = sorted(ground_truth.GROUND_TRUTH_DIR.glob("*.npz"))
+    # The paper targets' caches; the real suite's (benchmarks/real_models.py) are checked
+    # against their own targets in tests/test_vi_benchmark.py.
+    real = set(ground_truth.real_truth_sources())
+    files = sorted(f for f in ground_truth.GROUND_TRUTH_DIR.glob("*.npz") if f.stem not in real)
     if not files:
         pytest.skip("no cached ground truth")
     for file in files:

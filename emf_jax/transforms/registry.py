@@ -200,7 +200,7 @@ def family_kind(distribution_class: type) -> str:
       >>> from tensorflow_probability.substrates import jax as tfp
       >>> tfd = tfp.distributions
       >>> family_kind(tfd.Normal), family_kind(tfd.Gamma), family_kind(tfd.Dirichlet)
-      ('affine', 'CDF inversion', 'structured')
+      ('affine', 'special-function quantile', 'structured')
     """
     if distribution_class not in _KINDS:
         raise KeyError(f"{distribution_class.__name__} has no registered map")
@@ -218,7 +218,7 @@ class FamilyRow(NamedTuple):
     Example:
       >>> rows = {row.name: row for row in family_rows()}
       >>> rows["Gamma"].kind
-      'CDF inversion'
+      'special-function quantile'
     """
 
     name: str
