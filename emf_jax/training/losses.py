@@ -239,13 +239,7 @@ def mean_nll(build_fn: Any, params: PyTree, data: PyTree) -> jax.Array:
       >>> round(float(nll), 4)
       0.9189
     """
-    dist = unstatic(build_fn)(params)
-    n = num_rows(data)
-    log_probs = jax.lax.map(dist.log_prob, data, batch_size=min(n, _VALIDATION_BLOCK))
-    return -jnp.mean(log_probs)
-
-
-_mean_nll_jit = jax.jit(mean_nll, static_argnums=0)
+    return jnp.mean(row_nll(build_fn, params, data))
 
 
 def row_nll(build_fn: Any, params: PyTree, data: PyTree) -> jax.Array:
@@ -284,12 +278,3 @@ def row_nll_runner(compiler_options: CompilerOptions) -> Callable[..., Any]:
     if not compiler_options:
         return _row_nll_jit
     return jax.jit(row_nll, static_argnums=0, compiler_options=dict(compiler_options))
-
-
-@functools.lru_cache(maxsize=None)
-def mean_nll_runner(compiler_options: CompilerOptions) -> Callable[..., Any]:
-    """The jitted validation loss compiled with `compiler_options`."""
-    if not compiler_options:
-        return _mean_nll_jit
-    return jax.jit(mean_nll, static_argnums=0, compiler_options=dict(compiler_options))
-
