@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tensorflow_probability.substrates.jax.internal import nest_util
 
 __all__ = ["ElboEstimate", "elbo", "plot_elbo_trace", "plot_marginals", "psis_khat",
            "psis_tail_length"]
@@ -93,13 +94,7 @@ def elbo(target_log_prob_fn: Callable[..., Any], surrogate: Any, *, num_draws: i
 
     def log_weights(key):
         x, log_q = surrogate.experimental_sample_and_log_prob(num_draws, seed=key)
-        if isinstance(x, dict):
-            log_p = target_log_prob_fn(**x)
-        elif isinstance(x, (list, tuple)):
-            log_p = target_log_prob_fn(*x)
-        else:
-            log_p = target_log_prob_fn(x)
-        return log_p - log_q
+        return nest_util.call_fn(target_log_prob_fn, x) - log_q
 
     weights = np.asarray(jax.jit(log_weights)(as_key(seed)), dtype=np.float64)
     finite = np.isfinite(weights)
