@@ -28,9 +28,11 @@ def guard_draws(draws: Any, batch_ndims: int) -> Any:
 
     Every floating leaf has shape ``batch_shape + event_shape`` with ``len(batch_shape) ==
     batch_ndims``. On the way back, draw ``i`` keeps its cotangent (in every leaf) only if all
-    of its entries in all leaves are finite; otherwise its cotangent is set to 0. A draw whose
-    target log-density overflowed (``exp(h / 2) = inf``) thus contributes nothing to the
-    gradient instead of turning it into NaN: ``0 * inf`` never reaches the parameters.
+    of its entries in all leaves are finite, both the draw itself and its cotangent; otherwise
+    its cotangent is set to 0 in every leaf. A draw whose target log-density overflowed
+    (``exp(h / 2) = inf``) thus contributes nothing to the gradient instead of turning it into
+    NaN: ``0 * inf`` never reaches the parameters. Guard the draws and their log-densities
+    together (one pytree), so that such a draw's log-density term is dropped with it.
 
     Args:
       draws: a pytree of arrays with ``batch_ndims`` leading draw axes.
@@ -43,20 +45,25 @@ def guard_draws(draws: Any, batch_ndims: int) -> Any:
     return draws
 
 
-def _guard_draws_fwd(draws: Any, batch_ndims: int) -> tuple[Any, None]:
-    del batch_ndims
-    return draws, None
+def _finite_draws(tree: Any, batch_ndims: int) -> Any:
+    """Per draw (``[*batch_shape]``), whether every floating entry of `tree` is finite."""
+    masks = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(batch_ndims, leaf.ndim)))
+             for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return functools.reduce(jnp.logical_and, masks) if masks else None
 
 
-def _guard_draws_bwd(batch_ndims: int, residual: None, cotangent: Any) -> tuple[Any]:
-    del residual
+def _guard_draws_fwd(draws: Any, batch_ndims: int) -> tuple[Any, Any]:
+    return draws, _finite_draws(draws, batch_ndims)
+
+
+def _guard_draws_bwd(batch_ndims: int, finite_draws: Any, cotangent: Any) -> tuple[Any]:
     leaves, treedef = jax.tree.flatten(cotangent)
     floating = [jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in leaves]
-    masks = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(batch_ndims, leaf.ndim)))
-             for leaf, f in zip(leaves, floating) if f]
-    if not masks:
+    keep = _finite_draws(cotangent, batch_ndims)
+    if keep is None:
         return (cotangent,)
-    keep = functools.reduce(jnp.logical_and, masks)
+    if finite_draws is not None:
+        keep = keep & finite_draws
     guarded = [
         jnp.where(keep.reshape(keep.shape + (1,) * (leaf.ndim - batch_ndims)), leaf,
                   jnp.zeros((), leaf.dtype)) if f else leaf

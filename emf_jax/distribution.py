@@ -42,7 +42,10 @@ class EmbeddedFlowDistribution(tfd.Distribution):
     parameters' gradient, rather than ``0 * inf = NaN`` to all of them: fitted with TFP's
     own ``tfp.vi.fit_surrogate_posterior_stateless``, which has no guard, the loss of such a
     step is non-finite but the parameters stay finite and keep learning from the other
-    draws. The log-density term is not guarded (it is finite wherever the flow is).
+    draws. `experimental_sample_and_log_prob` guards each draw together with its log-density
+    (a draw that is itself non-finite, or whose value or log q gets a non-finite cotangent,
+    drops out of the gradient whole): at an overflowing draw the path from log q to the
+    parameters can be NaN too.
 
     Args:
       flow: the `emf_jax.architectures.EmbeddedFlow` (pure functions of the parameters).
@@ -144,7 +147,9 @@ class EmbeddedFlowDistribution(tfd.Distribution):
         shape = tuple(int(s) for s in np.asarray(sample_shape).reshape(-1))
         z = self._noise(shape, seed)
         values, log_det = self._flow.forward_and_log_det(self._params, z)
-        return guard_draws(values, len(shape)), _standard_normal_log_prob(z) - log_det
+        # The draws and their log-densities are guarded together: a draw dropped from the
+        # gradient takes its log q term with it (its path to the parameters may be NaN too).
+        return guard_draws((values, _standard_normal_log_prob(z) - log_det), len(shape))
 
     def _default_event_space_bijector(self):
         return None

@@ -282,3 +282,21 @@ def test_overflowing_model_fits_with_both_fitters_above_mean_field():
         assert num_finite >= 0.99 * 2000
         # Above mean field by more than 3 standard errors of the difference.
         assert elbo - mf_elbo > 3 * np.hypot(sem, mf_sem), (fit.__name__, elbo, mf_elbo)
+
+
+def test_guard_drops_a_draw_and_its_log_density_together():
+    """A draw whose value gets a non-finite cotangent (its target overflowed) also loses its
+    log-density term's cotangent, and a draw that is itself non-finite drops out whole."""
+    def loss(values, log_q):
+        values, log_q = guard_draws((values, log_q), 1)
+        return jnp.sum(-jnp.exp(50.0 * values[:, 0])) - jnp.sum(log_q)
+
+    values = jnp.array([[0.1], [3.0], [0.2]])      # exp(150) overflows float32: draw 1
+    log_q = jnp.array([-1.0, -2.0, -3.0])
+    grad_values, grad_log_q = jax.grad(loss, argnums=(0, 1))(values, log_q)
+    np.testing.assert_array_equal(grad_log_q, [-1.0, 0.0, -1.0])
+    assert float(grad_values[1, 0]) == 0.0 and bool(jnp.all(jnp.isfinite(grad_values)))
+    # A non-finite draw (here its log q) is dropped even where its cotangent is finite.
+    grad_log_q = jax.grad(lambda lq: -jnp.sum(guard_draws((values * 0.0, lq), 1)[1]))(
+        jnp.array([-1.0, -jnp.inf, -3.0]))
+    np.testing.assert_array_equal(grad_log_q, [-1.0, 0.0, -1.0])
