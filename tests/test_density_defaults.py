@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from scipy import stats
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax import templates
@@ -224,3 +225,29 @@ def test_density_backbones_bound_their_log_scales_by_default():
     _, unbounded = unbounded_build(params).flow.forward_and_log_det(params, z)
     assert float(jnp.max(jnp.abs(log_det))) < 2 * 3 * DENSITY_MAX_LOG_SCALE
     assert float(jnp.max(jnp.abs(unbounded))) > 2 * 3 * DENSITY_MAX_LOG_SCALE
+
+
+def test_the_mixture_background_keeps_a_far_tail_point_likely():
+    # Maximum likelihood narrows a mixture's edge components (the 2-D banana's fit left
+    # scales near 0.01); a GEMF-T density on that mixture then gave a tail point beyond every
+    # component log-density -4.4e4 (the plain template at x = 7: -3.7e4). The template's
+    # fixed background component N((low + high) / 2, (high - low) / 2) of weight w bounds the
+    # template's log-density below by log w + log N(x; 0, 4) (loc_range (-4, 4)), and the
+    # density at initialisation (the backbone the identity, gate 0.999) follows it.
+    model_fn, model_params = templates.gaussian_mixture(1, 5)
+    model_params = {**model_params,
+                    "raw_scales": jnp.full((1, 5), float(np.log(np.expm1(0.01))))}
+    init_fn, build_fn = build_emf_density_stateless(model_fn, model_params, **SMALL)
+    params = init_fn(jax.random.key(0))
+    x = np.array([[0.0], [7.0], [30.0]], np.float32)
+    values = np.asarray(jax.jit(lambda p, v: build_fn(p).log_prob(v))(
+        params, structure_data(build_fn(params), x)))
+    floor = (np.log(templates.DEFAULT_BACKGROUND_WEIGHT)
+             + stats.norm.logpdf(x[:, 0], 0.0, 4.0))
+    # The gate's blend with the identity (weight 1 - 0.999) moves the log-density by 0.04
+    # nats at x = 30 (measured); 0.5 nats leaves ten times that.
+    assert np.all(values[1:] > floor[1:] - 0.5), (values, floor)
+    # The template alone without the background: beyond all narrow components.
+    plain_fn, _ = templates.gaussian_mixture(1, 5, background_weight=0.0)
+    plain = np.asarray(plain_fn(model_params).log_prob((jnp.asarray(x),)))
+    assert plain[1] < -1e4 and values[1] > plain[1] + 1e4

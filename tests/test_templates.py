@@ -46,10 +46,17 @@ def _np(params):
 # ------------------------------------------------------------------------- reference densities
 
 
-def _ref_mixture(x, p):
+def _ref_mixture(x, p, background_weight=templates.DEFAULT_BACKGROUND_WEIGHT,
+                 loc_range=(-4.0, 4.0)):
     logw = p["logits"] - special.logsumexp(p["logits"], axis=-1, keepdims=True)
     comp = stats.norm.logpdf(x[..., None], p["locs"], _softplus(p["raw_scales"]))
-    return special.logsumexp(logw + comp, axis=-1).sum(-1)
+    mixture = special.logsumexp(logw + comp, axis=-1)
+    if background_weight == 0.0:
+        return mixture.sum(-1)
+    low, high = loc_range
+    background = stats.norm.logpdf(x, 0.5 * (low + high), 0.5 * (high - low))
+    return np.logaddexp(np.log1p(-background_weight) + mixture,
+                        np.log(background_weight) + background).sum(-1)
 
 
 def _ref_hierarchical(mean, items, p):
@@ -93,17 +100,41 @@ def test_gaussian_mixture_initialisation():
 
 
 @pytest.mark.parametrize("use_x64", [False, True])
-def test_gaussian_mixture_log_prob_matches_scipy(use_x64, request):
+@pytest.mark.parametrize("background_weight", [templates.DEFAULT_BACKGROUND_WEIGHT, 0.0, 0.3])
+def test_gaussian_mixture_log_prob_matches_scipy(use_x64, background_weight, request):
     if use_x64:
         request.getfixturevalue("x64")
     dtype = jnp.float64 if use_x64 else jnp.float32
-    model_fn, params = templates.gaussian_mixture(3, 4, dtype=dtype)
+    model_fn, params = templates.gaussian_mixture(3, 4, loc_range=(-3.0, 5.0),
+                                                  background_weight=background_weight,
+                                                  dtype=dtype)
     params = _perturb(params, 0)
     x = np.random.default_rng(1).normal(0.0, 3.0, (7, 3))
     assert model_fn(params).dtype.x == jnp.dtype(dtype)
     got = _jit_log_prob(model_fn)(params, (jnp.asarray(x, dtype),))
     assert got.dtype == jnp.dtype(dtype) and got.shape == (7,)
-    np.testing.assert_allclose(got, _ref_mixture(x, _np(params)), rtol=RTOL[np.dtype(dtype)])
+    np.testing.assert_allclose(got, _ref_mixture(x, _np(params), background_weight,
+                                                 (-3.0, 5.0)), rtol=RTOL[np.dtype(dtype)])
+
+
+def test_gaussian_mixture_background_bounds_the_tail():
+    # Components narrowed to scale 0.01 (as maximum likelihood leaves the edge ones): 3 units
+    # past the last one the plain mixture's log-density is about -(3 / 0.01)^2 / 2 = -4.5e4;
+    # with the background it is at least log w + log N(x; 0, 4) (loc_range (-4, 4)).
+    model_fn, params = templates.gaussian_mixture(1, 5)
+    params = {**params, "raw_scales": jnp.full((1, 5), float(np.log(np.expm1(0.01))))}
+    x = (jnp.asarray([[7.0]]),)
+    plain_fn, _ = templates.gaussian_mixture(1, 5, background_weight=0.0)
+    plain = float(plain_fn(params).log_prob(x)[0])
+    with_background = float(model_fn(params).log_prob(x)[0])
+    floor = np.log(templates.DEFAULT_BACKGROUND_WEIGHT) + stats.norm.logpdf(7.0, 0.0, 4.0)
+    assert plain < -4e4
+    # float32 logsumexp of the two terms: the background dominates by 4e4 nats, exactly.
+    np.testing.assert_allclose(with_background, floor, rtol=1e-5)
+    # Inside the data the background costs at most -log(1 - w) nats.
+    inside = (jnp.asarray([[2.0]]),)
+    assert 0.0 <= float(plain_fn(params).log_prob(inside)[0]
+                        - model_fn(params).log_prob(inside)[0]) <= -np.log1p(-0.01) + 1e-6
 
 
 def test_gaussian_mixture_sample_structure():
@@ -271,6 +302,10 @@ def test_default_dtype_follows_x64(x64):
         (lambda: templates.gaussian_mixture(2, 3, loc_range=(1.0, -1.0)), ValueError,
          "loc_range"),
         (lambda: templates.gaussian_mixture(2, 3, loc_range=1.0), TypeError, "loc_range"),
+        (lambda: templates.gaussian_mixture(2, 3, background_weight=1.0), ValueError,
+         "background_weight"),
+        (lambda: templates.gaussian_mixture(2, 3, background_weight="a"), TypeError,
+         "background_weight"),
         (lambda: templates.gaussian_mixture(2, 3, initial_scale=0.0), ValueError,
          "initial_scale"),
         (lambda: templates.hierarchical(3, 2, dtype=jnp.int32), TypeError, "dtype"),
