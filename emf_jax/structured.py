@@ -399,7 +399,7 @@ def _keep_too(value: Array) -> Array:
     # The same identity as `_keep` (negation is exact), written so that the branch does not
     # merely forward its input: JAX replaces a cond output that every branch forwards by
     # the input itself, which would remove the barrier.
-    return -(-value)
+    return jnp.negative(jnp.negative(value))
 
 
 def _barrier_on_cpu(value: Array, predicate: Array) -> Array:
