@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy import special as jsp
 
 Array = jax.Array
@@ -45,11 +46,37 @@ def guard_draws(draws: Any, batch_ndims: int) -> Any:
     return draws
 
 
+def _rows(leaves: list, batch_ndims: int) -> dict[Any, tuple[list[int], Array]]:
+    """The floating leaves as one ``[*batch_shape, n]`` array per dtype (and their indices).
+
+    One concatenate per dtype rather than a mask per leaf: with a mask per leaf, the
+    per-draw ``and`` of ``T`` leaves' finiteness is a chain of cheap elementwise ops that
+    XLA's fusion copies, with every leaf's producers, into each of the ``T`` consumers
+    (the guarded cotangents), so a Python-loop model of ``T`` variables compiled a program
+    of size O(T²) (see docs/performance.md). One concatenate, one reduction and one select
+    keep it O(T).
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, leaf in enumerate(leaves):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            groups.setdefault(jnp.dtype(leaf.dtype), []).append(i)
+    rows = {}
+    for dtype, indices in groups.items():
+        parts = [leaves[i].reshape(leaves[i].shape[:batch_ndims] + (-1,)) for i in indices]
+        rows[dtype] = (indices, parts[0] if len(parts) == 1 else
+                       jnp.concatenate(parts, axis=batch_ndims))
+    return rows
+
+
+def _finite_rows(rows: dict[Any, tuple[list[int], Array]]) -> Any:
+    """Per draw (``[*batch_shape]``), whether every entry of every row is finite."""
+    masks = [jnp.all(jnp.isfinite(row), axis=-1) for _, row in rows.values()]
+    return functools.reduce(jnp.logical_and, masks) if masks else None
+
+
 def _finite_draws(tree: Any, batch_ndims: int) -> Any:
     """Per draw (``[*batch_shape]``), whether every floating entry of `tree` is finite."""
-    masks = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(batch_ndims, leaf.ndim)))
-             for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
-    return functools.reduce(jnp.logical_and, masks) if masks else None
+    return _finite_rows(_rows(jax.tree.leaves(tree), batch_ndims))
 
 
 def _guard_draws_fwd(draws: Any, batch_ndims: int) -> tuple[Any, Any]:
@@ -58,16 +85,20 @@ def _guard_draws_fwd(draws: Any, batch_ndims: int) -> tuple[Any, Any]:
 
 def _guard_draws_bwd(batch_ndims: int, finite_draws: Any, cotangent: Any) -> tuple[Any]:
     leaves, treedef = jax.tree.flatten(cotangent)
-    floating = [jnp.issubdtype(leaf.dtype, jnp.inexact) for leaf in leaves]
-    keep = _finite_draws(cotangent, batch_ndims)
+    rows = _rows(leaves, batch_ndims)
+    keep = _finite_rows(rows)
     if keep is None:
         return (cotangent,)
     if finite_draws is not None:
         keep = keep & finite_draws
-    guarded = [
-        jnp.where(keep.reshape(keep.shape + (1,) * (leaf.ndim - batch_ndims)), leaf,
-                  jnp.zeros((), leaf.dtype)) if f else leaf
-        for leaf, f in zip(leaves, floating)]
+    guarded = list(leaves)
+    for indices, row in rows.values():
+        # One select on the concatenated row, then split back into the leaves.
+        row = jnp.where(keep[..., None], row, jnp.zeros((), row.dtype))
+        sizes = [int(np.prod(leaves[i].shape[batch_ndims:], dtype=np.int64)) for i in indices]
+        parts = jnp.split(row, np.cumsum(sizes)[:-1].tolist(), axis=-1)
+        for i, part in zip(indices, parts):
+            guarded[i] = part.reshape(leaves[i].shape)
     return (jax.tree.unflatten(treedef, guarded),)
 
 

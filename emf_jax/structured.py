@@ -328,15 +328,23 @@ class StructuredLayer(tfb.Bijector):
         batch_shape = batch_shape or ()
         size = int(np.prod(batch_shape)) if batch_shape else 1
         reshaped = [p.reshape((size,) + p.shape[len(batch_shape):]) for p in prepared]
-        def with_gates(events, gate_row):
+        # Under a trace, a runtime predicate that is not batched (see `_fusion_barrier`).
+        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in reshaped)
+        predicate = (jnp.isfinite(reshaped[0].ravel()[0]) if traced and reshaped[0].size
+                     else None)
+
+        def with_gates(events, gate_row, predicate):
             # The per-sample gates are set for this trace only (see `_gate_rows`).
             self._per_sample_gates = self._split_gates(gate_row)
+            self._barrier_predicate = predicate
             try:
                 return event_fn(events)
             finally:
                 self._per_sample_gates = None
+                self._barrier_predicate = None
 
-        out, log_det = jax.vmap(with_gates)(reshaped, self._gate_rows(size))
+        out, log_det = jax.vmap(with_gates, in_axes=(0, 0, None))(
+            reshaped, self._gate_rows(size), predicate)
         out = [o.reshape(batch_shape + o.shape[1:]) for o in out]
         return out, log_det.reshape(batch_shape)
 
@@ -350,6 +358,12 @@ class StructuredLayer(tfb.Bijector):
                 transform_for(dist, variable_name=name), by_name[name], self._gate(name),
                 apply_map=self._apply_map, apply_support=self._apply_support)
             log_dets.append(log_det)
+            # The value the later variables condition on, behind a fusion barrier.
+            barrier = getattr(self, "_barrier_predicate", None)
+            if out is x:
+                out = x = _fusion_barrier(x, barrier)
+            else:
+                x = _fusion_barrier(x, barrier)
             outputs[name] = out
             return x
 
@@ -375,6 +389,43 @@ class StructuredLayer(tfb.Bijector):
 
         walk_model(self._model_fn(self._params.get("model")), choose)
         return [outputs[n] for n in self._trace.latent_names], _sum(log_dets, values)
+
+
+def _keep(value: Array) -> Array:
+    return value
+
+
+def _keep_too(value: Array) -> Array:
+    # The same identity as `_keep` (negation is exact), written so that the branch does not
+    # merely forward its input: JAX replaces a cond output that every branch forwards by
+    # the input itself, which would remove the barrier.
+    return jnp.negative(jnp.negative(value))
+
+
+def _barrier_on_cpu(value: Array, predicate: Array) -> Array:
+    return jax.lax.cond(predicate, _keep, _keep_too, value)
+
+
+def _fusion_barrier(value: Array, predicate: Optional[Array]) -> Array:
+    """The identity on `value`, which XLA's CPU fusion cannot see through (both ways).
+
+    Why: in a model written as a Python loop, variable ``i + 1``'s conditional is built from
+    ``x_i``, so the forward pass is a chain of ``T`` variables and the backward pass a chain
+    of cotangents ``∂L/∂x_i = (direct term) + (∂x_{i+1}/∂x_i)·∂L/∂x_{i+1}``. Each link is a
+    few cheap elementwise ops with two users (the next link and the variable's own
+    gradient), and XLA's CPU fusion duplicates cheap producers into every user: the
+    optimized program, and its compile time, grew as O(T²) although the traced program is
+    O(T). A `lax.cond` is not fused into its users; with a predicate that is not batched
+    (computed outside the vmap over draws, so vmap keeps a real conditional) and not a
+    constant (so XLA does not inline it), each variable's value, and by the cond's
+    transpose its cotangent, is materialised once. Both branches are the identity, so the
+    value is exact whatever the predicate. `lax.platform_dependent` confines it to CPU
+    (on other platforms it is the identity). None (an eager call): the identity.
+    """
+    if predicate is None:
+        return value
+    return jax.lax.platform_dependent(value, predicate, cpu=_barrier_on_cpu,
+                                      default=lambda v, _: v)
 
 
 def _sum(terms: list[Array], like: list[Array]) -> Array:
