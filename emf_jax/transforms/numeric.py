@@ -5,7 +5,9 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from tensorflow_probability.substrates import jax as tfp
+from tensorflow_probability.substrates.jax.distributions import von_mises as _tfp_von_mises
 
 from emf_jax.transforms.base import MonotoneTransform
 from emf_jax.transforms.monotone import cdf_inversion_transform
@@ -13,6 +15,10 @@ from emf_jax.transforms.registry import TransformFn, register_fallback, register
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
+Array = jax.Array
+
+__all__ = ["mixture_transform", "truncated_normal_transform", "von_mises_cdf",
+           "von_mises_transform"]
 
 
 def mixture_transform(dist: Any) -> MonotoneTransform:
@@ -93,6 +99,91 @@ def truncated_normal_transform(dist: Any) -> MonotoneTransform:
     return cdf_inversion_transform(dist)
 
 
+def _tfp_von_mises_cdf(z: Array, concentration: Array) -> Array:
+    return _tfp_von_mises.von_mises_cdf(z, concentration)
+
+
+@jax.custom_jvp
+def von_mises_cdf(z: Array, concentration: Array) -> Array:
+    """TFP's von Mises CDF ``F₀(z; κ) = ∫_{-π}^{z} p₀(t; κ) dt`` with a forward-mode rule.
+
+    ``p₀(t; κ) = exp(κ (cos t − 1)) / (2π I₀ₑ(κ))`` is the density of ``VonMises(0, κ)``
+    (``I₀ₑ`` the exponentially scaled Bessel function); ``F₀`` grows by one per period of
+    ``2π``. TFP defines this function with a reverse-mode-only gradient, which the Newton
+    solve of `cdf_inversion_transform` (``jax.lax.custom_root`` linearises its objective)
+    cannot differentiate; this rule gives ``∂F₀/∂z = p₀(z; κ)`` and ``∂F₀/∂κ`` from TFP's
+    own reverse-mode rule (the CDF is elementwise, so one vector-Jacobian product with ones
+    is the diagonal of the Jacobian).
+
+    Args:
+      z: the angle relative to the location, ``x − loc``.
+      concentration: κ > 0, broadcastable against `z`.
+
+    Returns:
+      ``F₀(z; κ)``, of the broadcast shape.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> round(float(von_mises_cdf(jnp.zeros(()), jnp.asarray(2.0))), 4)   # symmetric
+      0.5
+      >>> slope = jax.jvp(lambda z: von_mises_cdf(z, jnp.asarray(2.0)),
+      ...                 (jnp.zeros(()),), (jnp.ones(()),))[1]
+      >>> bool(jnp.isclose(slope, tfd.VonMises(0.0, 2.0).prob(0.0)))        # the density
+      True
+    """
+    z, concentration = jnp.broadcast_arrays(z, concentration)
+    return _tfp_von_mises_cdf(z, concentration)
+
+
+@von_mises_cdf.defjvp
+def _von_mises_cdf_jvp(primals, tangents):
+    z, concentration = jnp.broadcast_arrays(*primals)
+    dz, dconcentration = (jnp.broadcast_to(t, z.shape) for t in tangents)
+    cdf, pullback = jax.vjp(_tfp_von_mises_cdf, z, concentration)
+    _, dcdf_dconcentration = pullback(jnp.ones_like(cdf))
+    density = jnp.exp(concentration * (jnp.cos(z) - 1.0)) / (
+        2.0 * np.pi * jax.scipy.special.i0e(concentration))
+    return cdf, density * dz + dcdf_dconcentration * dconcentration
+
+
+def von_mises_transform(dist: Any) -> MonotoneTransform:
+    """The map of `tfd.VonMises` on ``(−π, π)``: ``x = G⁻¹(Φ(e))`` by numerical inversion.
+
+    TFP's VonMises lives on ``[−π, π]`` (its samples and support bijector), and its
+    ``cdf(x) = F₀(x − loc)`` is offset by ``F₀(−π − loc)`` there. The map inverts the
+    distribution's own CDF on its support,
+
+        G(x) = F₀(x − loc; κ) − F₀(−π − loc; κ),   G(−π) = 0,  G(π) = 1,
+
+    with `von_mises_cdf` (which has a forward-mode derivative, ``G'(x) = p(x)``); the log
+    survival function is ``log(1 − G(x))``. The log-det uses `log_prob`, the density of ``G``.
+
+    Args:
+      dist: a `tfd.VonMises(loc, concentration)`.
+
+    Returns:
+      A `MonotoneTransform` (support bijector: the family's, a sigmoid onto ``(−π, π)``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from emf_jax.transforms.base import support_forward
+      >>> dist = tfd.VonMises(0.0, 2.0)
+      >>> t = von_mises_transform(dist)
+      >>> x = jax.jit(lambda e: support_forward(t, t.forward(e)))(jnp.zeros(()))
+      >>> abs(float(x)) < 1e-5                    # the median of a centred VonMises
+      True
+    """
+    loc = jnp.asarray(dist.loc, dist.dtype)
+    concentration = jnp.asarray(dist.concentration, dist.dtype)
+
+    def cdf(x):
+        return (von_mises_cdf(x - loc, concentration)
+                - von_mises_cdf(-np.pi - loc + jnp.zeros_like(x), concentration))
+
+    return cdf_inversion_transform(
+        dist, log_cdf=lambda x: jnp.log(cdf(x)), log_survival=lambda x: jnp.log1p(-cdf(x)))
+
+
 def _scalar_cdf_fallback(dist: Any) -> Optional[TransformFn]:
     """Any continuous scalar family whose `cdf` is implemented gets numeric inversion."""
     if tuple(dist.event_shape) != ():
@@ -106,8 +197,9 @@ def _scalar_cdf_fallback(dist: Any) -> Optional[TransformFn]:
 
 # Gamma, Beta, StudentT, InverseGamma, Chi2 and Chi have special-function quantiles
 # (`emf_jax.transforms.special`); these still invert their CDF.
-for _family in (tfd.GeneralizedPareto, tfd.Triangular, tfd.VonMises):
+for _family in (tfd.GeneralizedPareto, tfd.Triangular):
     register_transform(_family, cdf_inversion_transform)
+register_transform(tfd.VonMises, von_mises_transform)
 register_transform(tfd.TruncatedNormal, truncated_normal_transform)
 register_transform(tfd.MixtureSameFamily, mixture_transform)
 register_fallback(_scalar_cdf_fallback)

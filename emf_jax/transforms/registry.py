@@ -55,6 +55,7 @@ _BUILTIN_KINDS: dict[str, str] = {
     "emf_jax.transforms.monotone.cdf_inversion_transform": "CDF inversion",
     "emf_jax.transforms.numeric.truncated_normal_transform": "CDF inversion",
     "emf_jax.transforms.numeric.mixture_transform": "CDF inversion",
+    "emf_jax.transforms.numeric.von_mises_transform": "CDF inversion",
     "emf_jax.transforms.structured_families.dirichlet_transform": "structured",
     "emf_jax.transforms.structured_families.lkj_transform": "structured",
     "emf_jax.transforms.structured_families.wishart_transform": "structured",
@@ -260,9 +261,6 @@ _KIND_DESCRIPTIONS = {
 _FAMILY_NOTES = {
     "MultivariateNormalLinearOperator": " (Diag, TriL, FullCovariance, DiagPlusLowRank, ...)",
     "WishartLinearOperator": " (the Wishart family)",
-    # Kept visible: tests/test_structured.py holds it as a strict xfail.
-    "VonMises": " (broken today: TFP's VonMises cdf has no forward-mode derivative, which "
-                "the Newton solve takes)",
 }
 
 
