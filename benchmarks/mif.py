@@ -62,8 +62,7 @@ class Budget(NamedTuple):
                 f"{self.eval_draws} fresh draws; mean ± SEM over {self.num_seeds} seeds")
 
 
-# 1000 steps (not 2000): what a CPU shared with other jobs finished in the time available.
-FULL = Budget(1000, 16, 5e-3, 5e-2, 0.1, (32, 32), 2000, 5)
+FULL = Budget(2000, 16, 5e-3, 5e-2, 0.1, (32, 32), 2000, 5)
 QUICK = Budget(300, 8, 5e-3, 5e-2, 0.1, (16, 16), 1000, 2)
 GAUSSIAN_METHODS = ("full-rank", "vip")
 
