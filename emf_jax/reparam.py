@@ -102,7 +102,7 @@ class ReparamLayer(NamedTuple):
       >>> params = layer.init(jax.random.key(0))          # λ = 0.5 for both
       >>> u, log_det = layer.forward_parts_and_log_det(params, None, [jnp.zeros(()),
       ...                                                          jnp.zeros(())])
-      >>> [round(float(v), 4) for v in u]                  # m = 1 + √2·(0 − 0.5), x = m + √3·(0 − 0.5 m)
+      >>> [round(float(v), 4) for v in u]    # m = 1 + √2·(0 − 0.5); x = m + √3·(0 − m/2)
       [0.2929, 0.0392]
     """
 
