@@ -16,6 +16,8 @@ name               stages (noise → values)                           what it i
 ``"emf-b"``        as gemf-b, ungated
 ``"flow"``         backbone, support                                 the backbone alone (IAF)
 ``"structured"``   map_and_support                                   the gated layer alone
+``"vip"``          vip, support                                      VIP (Gorinova et al. 2020)
+``"mif"``          mif, support                                      affine MIF (Ko & Domke 2025)
 =================  ================================================  ==========================
 
 The stage kinds:
@@ -26,14 +28,19 @@ The stage kinds:
 - ``support``: each variable's support bijector given its parents (``parts="support"``), so
   that samples land in the model's support whatever the flow stages do.
 - ``map_and_support``: both at once (the whole structured layer).
+- ``vip`` / ``mif``: the model-informed reparameterisation layers of `emf_jax.reparam` (noise
+  to ``u``, in the model's order), followed by ``support``. In a surrogate, the affine base
+  stage before them makes VIP's base the mean-field Gaussian of the paper.
 
 One generic fold runs the chain forward and one in reverse (`EmbeddedFlow`). Values change
 representation only where the stage kind changes: flow stages work on the flat vector
 ``[..., D]``, structured stages on a list of per-variable parts, and the model's structure
 (a ``StructTuple``, dict or list) is built once, at the end. Every architecture with a
 backbone has the same parameter keys: ``{"backbone": (segment params, ...), "structured":
-{...}}``; `migrate_params` converts the layouts of earlier versions (``{"lower", "upper",
-...}``, a bare backbone) and `emf_jax.load` applies it.
+{...}}``; the reparameterisation architectures have ``{"reparam": {...}, "structured":
+{...}}`` (``"structured"`` holds the model's parameters of a model function, if any);
+`migrate_params` converts the layouts of earlier versions (``{"lower", "upper", ...}``, a
+bare backbone) and `emf_jax.load` applies it.
 
 Adding an architecture is one row of `ARCHITECTURES`. Built-in backbones start as the exact
 identity, so every architecture starts exactly at its structured layer (the model's prior
@@ -51,6 +58,7 @@ import numpy as np
 from emf_jax import checkpoint
 from emf_jax import flows as flows_lib
 from emf_jax.gates import DEFAULT_INITIAL_GATE
+from emf_jax.reparam import REPARAM_KINDS, build_reparam_layer
 from emf_jax.structured import StructuredLayer, build_structured_layer_stateless, resolve_model
 from emf_jax.tracing import ModelTrace, trace_model
 
@@ -73,7 +81,7 @@ Params = dict
 
 # The stage kinds of the structured layer and the `StructuredLayer` parts they apply.
 _STRUCTURED_PARTS = {"map": "map", "support": "support", "map_and_support": "map_and_support"}
-STAGE_KINDS = ("backbone",) + tuple(_STRUCTURED_PARTS)
+STAGE_KINDS = ("backbone",) + tuple(_STRUCTURED_PARTS) + REPARAM_KINDS
 
 
 class Stage(NamedTuple):
@@ -81,7 +89,8 @@ class Stage(NamedTuple):
 
     Attributes:
       kind: "backbone" (a segment of the backbone flow, on the flat vector), "map",
-        "support" or "map_and_support" (the structured layer's parts).
+        "support" or "map_and_support" (the structured layer's parts), "vip" or "mif" (a
+        reparameterisation layer of `emf_jax.reparam`, on the list of parts).
       segment: for a backbone stage, the index of its segment (the middle placement has
         two); 0 otherwise.
 
@@ -103,7 +112,8 @@ class Architecture(NamedTuple):
     Attributes:
       name: the name.
       placement: where the structured layer sits: "top", "middle", "bottom", "none"
-        (backbone only) or "only" (no backbone).
+        (backbone only), "only" (no backbone) or "reparam" (a VIP / MIF layer instead of
+        the structured map; the structured layer supplies the support only).
       gated: whether the structured layer is gated.
       stages: the chain, read from the noise to the values (see the module docstring).
 
@@ -137,6 +147,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("emf-b", "bottom", False, _BOTTOM),
     Architecture("flow", "none", False, (Stage("backbone"), Stage("support"))),
     Architecture("structured", "only", True, (Stage("map_and_support"),)),
+    Architecture("vip", "reparam", False, (Stage("vip"), Stage("support"))),
+    Architecture("mif", "reparam", False, (Stage("mif"), Stage("support"))),
 )}
 
 BACKBONES = ("iaf", "maf", "realnvp", "nsf")
@@ -149,7 +161,7 @@ def get_architecture(name: str) -> Architecture:
 
     Args:
       name: one of the keys of `ARCHITECTURES` ("gemf-t", "emf-t", "gemf-m", "emf-m",
-        "gemf-b", "emf-b", "flow", "structured").
+        "gemf-b", "emf-b", "flow", "structured", "vip", "mif").
 
     Returns:
       The `Architecture`.
@@ -399,9 +411,10 @@ def build_embedded_flow(
       backbone: "iaf", "maf", "realnvp", "nsf" or a flow factory (see `make_backbone`).
       num_backbone_layers: flow layers in the backbone, split over its segments (at least
         one per segment: 2 for the middle placement).
-      hidden_units: hidden layer sizes of each conditioner network.
+      hidden_units: hidden layer sizes of each conditioner network (the backbone's, or
+        MIF's per-variable conditioners).
       activation: the conditioners' activation.
-      initial_gate: λ at initialisation.
+      initial_gate: λ at initialisation (of the gates; VIP's centrings start at 0.5).
       backbone_kwargs: extra options of the backbone factory.
 
     Returns:
@@ -410,6 +423,7 @@ def build_embedded_flow(
     Raises:
       ValueError: an unknown architecture or backbone, or too few backbone layers.
       UnsupportedDistributionError: a latent variable without a map.
+      NotImplementedError: "vip" / "mif" with a `tfd.MarkovChain` latent.
 
     Example:
       >>> import jax
@@ -430,6 +444,10 @@ def build_embedded_flow(
         trace=trace)
     layout = LatentLayout.of(trace)
     dtype = trace.latents[0].dtype
+    reparam_kinds = [s.kind for s in arch.stages if s.kind in REPARAM_KINDS]
+    reparam = {k: build_reparam_layer(k, model_fn, trace, model_params=resolved_params,
+                                      hidden_units=hidden_units, activation=activation)
+               for k in reparam_kinds}
     segments = tuple(
         make_backbone(backbone, layout.event_size, num_layers=n, hidden_units=hidden_units,
                       activation=activation, dtype=dtype, **dict(backbone_kwargs or {}))
@@ -442,7 +460,17 @@ def build_embedded_flow(
         if segments:
             params["backbone"] = tuple(flow.init(k) for flow, k in zip(segments, keys))
         params["structured"] = init_structured(None)
+        if reparam:
+            # One reparameterisation layer per chain (today's rows have one): its params.
+            (layer_,) = reparam.values()
+            params["reparam"] = layer_.init(jax.random.fold_in(key, 1))
         return params
+
+    def reparam_stage(params: Params, stage: Stage, value: list, inverse: bool
+                      ) -> tuple[list, Array]:
+        layer_ = reparam[stage.kind]
+        fn = layer_.inverse_parts_and_log_det if inverse else layer_.forward_parts_and_log_det
+        return fn(params["reparam"], params["structured"].get("model"), value)
 
     def layer(params: Params, stage: Stage) -> StructuredLayer:
         return build_structured(params["structured"], parts=_STRUCTURED_PARTS[stage.kind])
@@ -458,6 +486,10 @@ def build_embedded_flow(
                 value, log_det = segments[stage.segment].forward_and_log_det(
                     params["backbone"][stage.segment], value)
                 is_flat = True
+            elif stage.kind in REPARAM_KINDS:
+                value = layout.to_parts(value) if is_flat else value
+                value, log_det = reparam_stage(params, stage, value, inverse=False)
+                is_flat = False
             else:
                 value = layout.to_parts(value) if is_flat else value
                 value, log_det = layer(params, stage).forward_parts_and_log_det(value)
@@ -479,6 +511,10 @@ def build_embedded_flow(
                 value, log_det = segments[stage.segment].inverse_and_log_det(
                     params["backbone"][stage.segment], value)
                 is_flat = True
+            elif stage.kind in REPARAM_KINDS:
+                value = layout.to_parts(value) if is_flat else value
+                value, log_det = reparam_stage(params, stage, value, inverse=True)
+                is_flat = False
             else:
                 value = layout.to_parts(value) if is_flat else value
                 value, log_det = layer(params, stage).inverse_parts_and_log_det(value)

@@ -34,6 +34,11 @@ def test_every_architecture_with_a_backbone_has_the_same_param_keys():
     with_backbone = {k for k, a in ARCHITECTURES.items() if a.num_backbone_segments}
     assert {tuple(keys[k]) for k in with_backbone} == {("backbone", "structured")}
     assert keys["structured"] == ["structured"]
+    # The reparameterisation rows (VIP, MIF: issue 19) replace the backbone by "reparam".
+    reparam = {k for k, a in ARCHITECTURES.items() if a.placement == "reparam"}
+    assert reparam == {"vip", "mif"}
+    assert {tuple(keys[k]) for k in reparam} == {("reparam", "structured")}
+    assert set(keys) == with_backbone | reparam | {"structured"}
 
 
 def test_a_new_architecture_is_one_table_row(monkeypatch):
