@@ -245,6 +245,9 @@ class EmbeddedFlow(NamedTuple):
       event_size: D, the size of the flat noise.
       trace: the model's `ModelTrace`.
       architecture: the `Architecture`.
+      forward_without_backbone: as `forward_and_log_det` with the backbone stages left out:
+        the same function wherever the backbone is the identity, as it is at `init`, and
+        cheaper to compile and run (the warm start's pilot uses it).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -271,6 +274,7 @@ class EmbeddedFlow(NamedTuple):
     event_size: int
     trace: ModelTrace
     architecture: Architecture
+    forward_without_backbone: Optional[Callable[[Params, Any], tuple[Any, Array]]] = None
 
 
 class LatentLayout(NamedTuple):
@@ -476,11 +480,22 @@ def build_embedded_flow(
         return build_structured(params["structured"], parts=_STRUCTURED_PARTS[stage.kind])
 
     def forward_and_log_det(params: Params, z: Array) -> tuple[Any, Array]:
+        return forward_stages(params, z, arch.stages)
+
+    def forward_without_backbone(params: Params, z: Array) -> tuple[Any, Array]:
+        stages = tuple(s for s in arch.stages if s.kind != "backbone")
+        # Adjacent once the backbone between them is gone: "map" then "support" is one pass.
+        if tuple(s.kind for s in stages) == ("map", "support"):
+            stages = (Stage("map_and_support"),)
+        return forward_stages(params, z, stages)
+
+    def forward_stages(params: Params, z: Array, stages: tuple[Stage, ...]
+                       ) -> tuple[Any, Array]:
         # The value is the flat vector [..., D] or a list of parts, as `is_flat` says.
         value: Any = z
         is_flat = True
         total = jnp.zeros(z.shape[:-1], z.dtype)
-        for stage in arch.stages:
+        for stage in stages:
             if stage.kind == "backbone":
                 value = value if is_flat else layout.to_flat(value)
                 value, log_det = segments[stage.segment].forward_and_log_det(
@@ -523,4 +538,4 @@ def build_embedded_flow(
         return (value if is_flat else layout.to_flat(value)), total
 
     return EmbeddedFlow(init, forward_and_log_det, inverse_and_log_det, layout.event_size,
-                        trace, arch)
+                        trace, arch, forward_without_backbone)

@@ -108,7 +108,8 @@ def test_scale_affine_params_scales_the_matrix_under_jit():
 
 def test_temperature_is_one_on_a_benign_model_and_below_one_where_the_prior_overflows():
     for pinned, expect_one in ((benign_model(), True), (overflowing_model(), False)):
-        init_fn, _ = emf_jax.build_emf_surrogate_posterior_stateless(pinned, **SMALL)
+        init_fn, _ = emf_jax.build_emf_surrogate_posterior_stateless(
+            pinned, warm_start_steps=0, **SMALL)
         tau = float(jnp.exp(jax.jit(init_fn)(jax.random.key(0))["base"]["log_scale"][0]))
         assert (tau == 1.0) == expect_one, tau
     # Where the ladder stops: the untempered rung has non-finite draws, the chosen one none.
