@@ -236,8 +236,9 @@ def gaussian_warm_start(
     them (in the given order: the model's own start first) is kept when its ELBO is within
     two standard errors of the best one's (the standard error of the best candidate's own
     estimate: a poor candidate's log-weights are heavy-tailed, so a paired test would be
-    too wide to ever reject it); else the best is taken. When no candidate has all its draws finite, the one with the most finite
-    draws is taken. Traceable under `jax.jit` (a `lax.scan` and an ``argmax``).
+    too wide to ever reject it); else the best is taken. When no candidate has all its draws
+    finite, the one with the most finite draws is taken. Traceable under `jax.jit` (a
+    `lax.scan` and an ``argmax``).
 
     Args:
       forward_and_log_det: ``T(params, z[..., D]) -> (values, log|det dT/dz|[...])``.

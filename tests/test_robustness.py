@@ -20,7 +20,11 @@ from tensorflow_probability.substrates.jax.internal import samplers
 import emf_jax
 from emf_jax import flows
 from emf_jax._numerics import guard_draws
-from emf_jax.initialization import finite_fraction_by_temperature, select_temperature
+from emf_jax.initialization import (
+    finite_fraction_by_temperature,
+    gaussian_warm_start,
+    select_temperature,
+)
 from emf_jax.training import VariationalLoss
 from tests.bijector_checks import check_bijection
 
@@ -170,7 +174,7 @@ def test_surrogate_gradients_stay_finite_when_a_draw_overflows_the_target():
     """TFP's own loss (no masking): one overflowing draw must not make the gradient NaN."""
     pinned = overflowing_model()
     init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(
-        pinned, initial_temperature=1.0, **SMALL)
+        pinned, initial_temperature=1.0, initial_gate=0.999, warm_start_steps=0, **SMALL)
     params = init_fn(jax.random.key(0))
     seed = jax.random.key(5)
     num_draws = 64
@@ -301,3 +305,57 @@ def test_guard_drops_a_draw_and_its_log_density_together():
     grad_log_q = jax.grad(lambda lq: -jnp.sum(guard_draws((values * 0.0, lq), 1)[1]))(
         jnp.array([-1.0, -jnp.inf, -3.0]))
     np.testing.assert_array_equal(grad_log_q, [-1.0, 0.0, -1.0])
+
+
+# ---------------------------------------------------------------------------- warm start
+
+
+def _location_scale_flow(params, z):
+    log_scale = params["log_scale"]
+    return (params["shift"] + jnp.exp(log_scale) * z[..., 0],
+            jnp.broadcast_to(log_scale, z.shape[:-1]))
+
+
+def test_warm_start_fits_the_trainable_leaves_and_keeps_the_first_of_equals():
+    target = tfd.Normal(3.0, 0.5).log_prob
+    options = dict(trainable={"shift": False, "log_scale": True}, event_size=1)
+    warm = jax.jit(lambda c: gaussian_warm_start(_location_scale_flow, target, c,
+                                                 jax.random.key(0), **options))
+    equal = warm({"shift": jnp.array([3.0, 3.0]), "log_scale": jnp.zeros(2)})
+    assert int(equal.choice) == 0
+    # 200 Adam steps at 1e-2 reach the optimum log 0.5 from 0; the exact fit has ELBO 0.
+    np.testing.assert_allclose(equal.params["log_scale"], np.log(0.5), atol=0.05)
+    np.testing.assert_allclose(equal.elbos, 0.0, atol=0.01)
+    assert equal.num_finite.tolist() == [256, 256]
+    # A second candidate better by far more than two standard errors wins; the frozen
+    # shift is left where it was.
+    apart = warm({"shift": jnp.array([1.0, 3.0]), "log_scale": jnp.zeros(2)})
+    assert int(apart.choice) == 1 and float(apart.params["shift"]) == 3.0
+    assert float(apart.elbos[0]) < float(apart.elbos[1]) - 1.0
+
+
+def test_warm_start_never_picks_a_candidate_with_non_finite_draws_and_stays_finite():
+    def target(x):  # nothing below 0
+        return jnp.where(x > 0.0, tfd.Normal(3.0, 0.5).log_prob(x), -jnp.inf)
+
+    candidates = {"shift": jnp.array([0.0, 3.0]), "log_scale": jnp.zeros(2)}
+    start = gaussian_warm_start(_location_scale_flow, target, candidates, jax.random.key(1),
+                                trainable={"shift": True, "log_scale": True}, event_size=1,
+                                num_steps=50)
+    assert int(start.choice) == 1
+    assert int(start.num_finite[0]) < 256 and _all_finite(start.params)
+    for bad in (dict(num_steps=0), dict(sample_size=0), dict(num_eval_draws=1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            gaussian_warm_start(_location_scale_flow, target, candidates, 0,
+                                trainable={"shift": True, "log_scale": True}, event_size=1,
+                                **bad)
+
+
+def test_surrogate_options_are_checked():
+    pinned = benign_model()
+    for bad, error in ((dict(initial_gate="prior"), ValueError),
+                       (dict(warm_start_steps=-1), ValueError),
+                       (dict(warm_start_steps=1.5), TypeError),
+                       (dict(full_rank_base="yes"), ValueError)):
+        with pytest.raises(error, match=next(iter(bad))):
+            emf_jax.build_emf_surrogate_posterior_stateless(pinned, **SMALL, **bad)
