@@ -143,11 +143,13 @@ def test_vip_centring_one_and_zero_are_the_two_parameterisations():
     np.testing.assert_allclose(log_det, np.log(5.0) + 8 * log_tau, rtol=1e-5)
 
 
+# About 25 s each on a CI core; tests/test_learning.py covers vip and mif by default.
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_elbo_improves_and_every_parameter_learns(kind):
     model = _eight_schools_centred(jnp.float32, "HalfNormal")
     init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(
-        model, architecture=kind, hidden_units=(8,))
+        model, architecture=kind, hidden_units=(8,), warm_start_steps=0)
     params = init_fn(jax.random.key(0))
     result = emf_jax.fit_vi(model.unnormalized_log_prob, build_fn, params,
                             optimizer=optax.adam(1e-2), num_steps=200, sample_size=4, seed=0,
