@@ -841,8 +841,10 @@ def real_summary_table(results: dict[str, Any]) -> str:
 
 
 REAL_HEADER_NOTE = (
-    "This is the **before** table: the library as on main without the robustness work of "
-    "issue 14 (initialisation, masking of non-finite draws). Each library's default "
+    "The GEMF-T rows are from the library with issue 14's work (tempered start, masked "
+    "non-finite draws, gate candidates and the Gaussian warm start); the other rows are "
+    "from the earlier run without it (same budget and seeds; the baselines' builders did "
+    "not change, but `fit_vi` did not yet mask non-finite draws then). Each library's default "
     "options (emf_jax's surrogates and baselines as built by default, NumPyro's autoguides "
     "with their defaults), all fitted by the same Adam with cosine decay; the Gaussians "
     "(mean field, full rank, ASVI, NumPyro AutoMultivariateNormal) at the Gaussian peak "
