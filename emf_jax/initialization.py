@@ -188,6 +188,13 @@ class WarmStart(NamedTuple):
       elbos: ``[num_candidates]``, each candidate's ELBO after the pilot (the mean of its
         finite evaluation terms).
       num_finite: ``[num_candidates]``, how many of the evaluation draws were finite.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> start = WarmStart({"shift": jnp.array(2.0)}, jnp.int32(1),
+      ...                   jnp.array([-3.2, -0.1]), jnp.array([256, 256]))
+      >>> int(start.choice), float(start.elbos[start.choice])
+      (1, -0.1)
     """
 
     params: Any
@@ -218,6 +225,7 @@ def gaussian_warm_start(
     sample_size: int = 16,
     learning_rate: float = 1e-2,
     num_eval_draws: int = 256,
+    probe_scale: float = 2.0,
 ) -> WarmStart:
     """Fits each candidate start briefly and keeps the best, preferring the first.
 
@@ -232,12 +240,15 @@ def gaussian_warm_start(
     be.
 
     The choice. All candidates are scored on the same `num_eval_draws` base draws (common
-    random numbers). Among the candidates whose evaluation draws are all finite, the first of
+    random numbers). A candidate is eligible when its evaluation draws are all finite, and so
+    are the same draws with the noise scaled by `probe_scale` (a margin for the wider tails a
+    long fit explores: a map that overflows just beyond the pilot's draws disqualifies its
+    candidate before the fit meets it). Among the eligible candidates, the first of
     them (in the given order: the model's own start first) is kept when its ELBO is within
     two standard errors of the best one's (the standard error of the best candidate's own
     estimate: a poor candidate's log-weights are heavy-tailed, so a paired test would be
-    too wide to ever reject it); else the best is taken. When no candidate has all its draws
-    finite, the one with the most finite draws is taken. Traceable under `jax.jit` (a
+    too wide to ever reject it); else the best is taken. When no candidate is eligible, the
+    one with the most finite evaluation draws is taken. Traceable under `jax.jit` (a
     `lax.scan` and an ``argmax``).
 
     Args:
@@ -254,6 +265,7 @@ def gaussian_warm_start(
       sample_size: draws per pilot step (>= 1).
       learning_rate: Adam's step size.
       num_eval_draws: draws that score each candidate (>= 2).
+      probe_scale: the noise scale of the eligibility probe (>= 1).
 
     Returns:
       A `WarmStart`.
@@ -277,6 +289,8 @@ def gaussian_warm_start(
     num_steps = check_int("num_steps", num_steps, 1)
     sample_size = check_int("sample_size", sample_size, 1)
     num_eval_draws = check_int("num_eval_draws", num_eval_draws, 2)
+    if not float(probe_scale) >= 1.0:
+        raise ValueError(f"`probe_scale` must be >= 1, got {probe_scale!r}.")
     mask = jax.tree.map(bool, trainable)
     optimizer = optax.adam(learning_rate)
     fit_key, eval_key = jax.random.split(as_key(key, "key"))
@@ -314,7 +328,9 @@ def gaussian_warm_start(
     zero = jnp.zeros((), terms.dtype)
     elbos = (jnp.sum(jnp.where(finite, terms, zero), axis=1)
              / jnp.maximum(num_finite, 1).astype(terms.dtype))
-    full = num_finite == num_eval_draws
+    probe_finite = jax.vmap(lambda p: jnp.all(jnp.isfinite(_elbo_terms(
+        forward_and_log_det, target_log_prob_fn, p, probe_scale * z_eval))))(trained)
+    full = (num_finite == num_eval_draws) & probe_finite
     first = jnp.argmax(full)
     best = jnp.argmax(jnp.where(full, elbos, -jnp.inf))
     sem_best = jnp.std(terms[best]) / np.sqrt(num_eval_draws)
