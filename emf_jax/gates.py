@@ -19,6 +19,14 @@ Formulas, per kind of map (all in the variable's unconstrained space):
   ``e = f⁻¹(v)`` (a safeguarded Newton iteration started at ``u``). Gradients come from the
   implicit function theorem.
 
+  Beyond ``|e| > L`` (``L = 8``, `MONOTONE_NOISE_LIMIT`) the gated monotone map holds
+  ``f`` at ``f(±L)`` and continues as its identity part: ``u = λ f(±L) + (1 − λ) e``, log-det
+  ``log(1 − λ)``, inverse ``e = (u − λ f(±L)) / (1 − λ)``. A family's quantile map in
+  float32 is only representable on about that range (``Φ(−9) ≈ 10⁻¹⁹``: a Gamma(½) quantile
+  there underflows to 0, and its unconstrained value to −∞), while a gate near 0 lets the
+  flow below put the noise anywhere in the unconstrained space. The change is confined to
+  noise of prior probability ``2Φ(−8) ≈ 10⁻¹⁵``; the ungated map (``λ = 1``) is unchanged.
+
 With ``gate=None`` the map is applied ungated (exactly the model).
 """
 from __future__ import annotations
@@ -34,6 +42,8 @@ from emf_jax.transforms.base import AffineTransform, MonotoneTransform, Transfor
 Array = jax.Array
 
 DEFAULT_INITIAL_GATE = 0.999
+# See the module docstring: the noise range on which a gated monotone map evaluates `f`.
+MONOTONE_NOISE_LIMIT = 8.0
 
 
 def gate_logit(initial_gate: float) -> float:
@@ -131,10 +141,13 @@ def _gated_log_derivative(log_derivative: Array, w: Array) -> Array:
 
 
 def _monotone_forward(t: MonotoneTransform, e: Array, w: Optional[Array]) -> tuple[Array, Array]:
-    fe = t.forward(e)
-    log_derivative = t.forward_log_derivative(e, fe)
     if w is None:
-        return fe, jnp.sum(log_derivative)
+        fe = t.forward(e)
+        return fe, jnp.sum(t.forward_log_derivative(e, fe))
+    inside = jnp.abs(e) <= MONOTONE_NOISE_LIMIT
+    held = jnp.clip(e, -MONOTONE_NOISE_LIMIT, MONOTONE_NOISE_LIMIT)
+    fe = t.forward(held)
+    log_derivative = jnp.where(inside, t.forward_log_derivative(held, fe), -jnp.inf)
     lam = gate_value(w)
     u = lam * fe + (1 - lam) * e
     return u, jnp.sum(_gated_log_derivative(log_derivative, w))
@@ -145,12 +158,23 @@ def _monotone_inverse(t: MonotoneTransform, u: Array, w: Optional[Array]) -> tup
         e = t.inverse(u)
         return e, -jnp.sum(t.forward_log_derivative(e, u))
     lam = gate_value(w)
-    # The root lies between f(u) and u; starting at u avoids evaluating f, which may itself
-    # be a numerical inversion.
-    v = solve_increasing(lambda v_: lam * v_ + (1 - lam) * t.inverse(v_) - u,
-                         u, jnp.ones_like(u))
-    e = t.inverse(v)
-    return e, -jnp.sum(_gated_log_derivative(t.forward_log_derivative(e, v), w))
+    limit = jnp.full_like(u, MONOTONE_NOISE_LIMIT)
+    f_low, f_high = t.forward(-limit), t.forward(limit)
+    u_low = lam * f_low - (1 - lam) * limit
+    u_high = lam * f_high + (1 - lam) * limit
+    below, above = u < u_low, u > u_high
+    # Inside: the root lies between f(u) and u; starting at u avoids evaluating f, which may
+    # itself be a numerical inversion. The solve sees u clipped to the inside, so that the
+    # branch not taken stays finite (and so do its cotangents).
+    u_inside = jnp.clip(u, u_low, u_high)
+    v = solve_increasing(lambda v_: lam * v_ + (1 - lam) * t.inverse(v_) - u_inside,
+                         u_inside, jnp.ones_like(u))
+    e_inside = t.inverse(v)
+    e_tail = (u - lam * jnp.where(below, f_low, f_high)) / (1 - lam)
+    tail = below | above
+    e = jnp.where(tail, e_tail, e_inside)
+    log_derivative = jnp.where(tail, -jnp.inf, t.forward_log_derivative(e_inside, v))
+    return e, -jnp.sum(_gated_log_derivative(log_derivative, w))
 
 
 def gated_forward(t: Transform, e: Array, w: Optional[Array] = None) -> tuple[Array, Array]:
