@@ -19,7 +19,8 @@ Formulas, per kind of map (all in the variable's unconstrained space):
   ``e = f⁻¹(v)`` (a safeguarded Newton iteration started at ``u``). Gradients come from the
   implicit function theorem.
 
-  Beyond ``|e| > L`` (``L = 8``, `MONOTONE_NOISE_LIMIT`) the gated monotone map holds
+  For maps with a `noise_limit` ``L`` (the gamma-quantile families, ``L = 8``), beyond
+  ``|e| > L`` the gated monotone map holds
   ``f`` at ``f(±L)`` and continues as its identity part: ``u = λ f(±L) + (1 − λ) e``, log-det
   ``log(1 − λ)``, inverse ``e = (u − λ f(±L)) / (1 − λ)``. A family's quantile map in
   float32 is only representable on about that range (``Φ(−9) ≈ 10⁻¹⁹``: a Gamma(½) quantile
@@ -42,8 +43,6 @@ from emf_jax.transforms.base import AffineTransform, MonotoneTransform, Transfor
 Array = jax.Array
 
 DEFAULT_INITIAL_GATE = 0.999
-# See the module docstring: the noise range on which a gated monotone map evaluates `f`.
-MONOTONE_NOISE_LIMIT = 8.0
 
 
 def gate_logit(initial_gate: float) -> float:
@@ -141,11 +140,15 @@ def _gated_log_derivative(log_derivative: Array, w: Array) -> Array:
 
 
 def _monotone_forward(t: MonotoneTransform, e: Array, w: Optional[Array]) -> tuple[Array, Array]:
-    if w is None:
+    if w is None or t.noise_limit is None:
         fe = t.forward(e)
-        return fe, jnp.sum(t.forward_log_derivative(e, fe))
-    inside = jnp.abs(e) <= MONOTONE_NOISE_LIMIT
-    held = jnp.clip(e, -MONOTONE_NOISE_LIMIT, MONOTONE_NOISE_LIMIT)
+        log_derivative = t.forward_log_derivative(e, fe)
+        if w is None:
+            return fe, jnp.sum(log_derivative)
+        lam = gate_value(w)
+        return lam * fe + (1 - lam) * e, jnp.sum(_gated_log_derivative(log_derivative, w))
+    inside = jnp.abs(e) <= t.noise_limit
+    held = jnp.clip(e, -t.noise_limit, t.noise_limit)
     fe = t.forward(held)
     log_derivative = jnp.where(inside, t.forward_log_derivative(held, fe), -jnp.inf)
     lam = gate_value(w)
@@ -158,10 +161,22 @@ def _monotone_inverse(t: MonotoneTransform, u: Array, w: Optional[Array]) -> tup
         e = t.inverse(u)
         return e, -jnp.sum(t.forward_log_derivative(e, u))
     lam = gate_value(w)
-    limit = jnp.full_like(u, MONOTONE_NOISE_LIMIT)
+    if t.noise_limit is None:
+        # The root lies between f(u) and u; starting at u avoids evaluating f, which may
+        # itself be a numerical inversion.
+        v = solve_increasing(lambda v_: lam * v_ + (1 - lam) * t.inverse(v_) - u,
+                             u, jnp.ones_like(u))
+        e = t.inverse(v)
+        return e, -jnp.sum(_gated_log_derivative(t.forward_log_derivative(e, v), w))
+    limit = jnp.full_like(u, t.noise_limit)
+    # A map that is not finite at ±L (a bounded family whose float32 Φ(8) rounds to 1) has
+    # no tail on that side: its inside solve covers every u there, as before.
     f_low, f_high = t.forward(-limit), t.forward(limit)
-    u_low = lam * f_low - (1 - lam) * limit
-    u_high = lam * f_high + (1 - lam) * limit
+    low_ok, high_ok = jnp.isfinite(f_low), jnp.isfinite(f_high)
+    f_low = jnp.where(low_ok, f_low, jnp.zeros_like(f_low))
+    f_high = jnp.where(high_ok, f_high, jnp.zeros_like(f_high))
+    u_low = jnp.where(low_ok, lam * f_low - (1 - lam) * limit, -jnp.inf)
+    u_high = jnp.where(high_ok, lam * f_high + (1 - lam) * limit, jnp.inf)
     below, above = u < u_low, u > u_high
     # Inside: the root lies between f(u) and u; starting at u avoids evaluating f, which may
     # itself be a numerical inversion. The solve sees u clipped to the inside, so that the

@@ -63,6 +63,9 @@ class MonotoneTransform(NamedTuple):
       forward_log_derivative: ``(e, u) -> log f'(e)`` elementwise (``u = f(e)`` is passed so
         that implementations need not recompute it).
       support_bijector: maps ``u`` into the support (a `tfb.Bijector`).
+      noise_limit: None, or ``L``: a gated map evaluates ``f`` on ``|e| <= L`` only and
+        continues beyond as its identity part (`emf_jax.gates`), for maps that float32
+        cannot represent further out (the Gamma quantile's lower tail underflows to 0).
 
     Example:
       >>> import jax.numpy as jnp, emf_jax
@@ -79,6 +82,7 @@ class MonotoneTransform(NamedTuple):
     inverse: Callable[[Array], Array]
     forward_log_derivative: Callable[[Array, Array], Array]
     support_bijector: Any
+    noise_limit: Optional[float] = None
 
 
 Transform = Union[AffineTransform, MonotoneTransform]

@@ -39,6 +39,11 @@ __all__ = ["beta_transform", "chi2_transform", "chi_transform", "gamma_transform
            "inverse_gamma_transform", "student_t_transform"]
 
 
+# The noise range of the gamma-quantile maps under a gate (`MonotoneTransform.noise_limit`):
+# in float32 a Gamma(½) quantile at e = −9 (Φ ≈ 10⁻¹⁹) underflows to 0.
+GAMMA_NOISE_LIMIT = 8.0
+
+
 def _broadcast(dist: Any, *params: Array) -> list[Array]:
     shape = dist.batch_shape
     return [jnp.broadcast_to(p, shape).astype(dist.dtype) for p in params]
@@ -135,7 +140,8 @@ def _gamma_rate(dist: Any) -> Array:
 
 def _gamma_like(dist: Any, alpha: Array, rate: Array) -> MonotoneTransform:
     return monotone_from_maps(
-        dist, lambda e: _standard_gamma_quantile(alpha, e) / rate, _gamma_noise(alpha, rate))
+        dist, lambda e: _standard_gamma_quantile(alpha, e) / rate, _gamma_noise(alpha, rate)
+    )._replace(noise_limit=GAMMA_NOISE_LIMIT)
 
 
 def chi2_transform(dist: Any) -> MonotoneTransform:
@@ -182,7 +188,7 @@ def chi_transform(dist: Any) -> MonotoneTransform:
     gamma_noise = _gamma_noise(half_df, jnp.full_like(half_df, 0.5))
     return monotone_from_maps(
         dist, lambda e: jnp.sqrt(2 * _standard_gamma_quantile(half_df, e)),
-        lambda x: gamma_noise(jnp.square(x)))
+        lambda x: gamma_noise(jnp.square(x)))._replace(noise_limit=GAMMA_NOISE_LIMIT)
 
 
 def inverse_gamma_transform(dist: Any) -> MonotoneTransform:
@@ -217,7 +223,7 @@ def inverse_gamma_transform(dist: Any) -> MonotoneTransform:
         dist, lambda e: scale / _standard_gamma_upper_quantile(alpha, e),
         noise_from_log_cdf(lambda x: jnp.log(jsp.gammaincc(alpha, scale / x)),
                            lambda x: jnp.log(jsp.gammainc(alpha, scale / x))),
-        support_bijector=tfb.Softplus())
+        support_bijector=tfb.Softplus())._replace(noise_limit=GAMMA_NOISE_LIMIT)
 
 
 def beta_transform(dist: Any) -> MonotoneTransform:

@@ -548,7 +548,7 @@ def wishart_transform(dist: Any) -> MonotoneTransform:
 
     return chi2._replace(forward=forward, inverse=inverse,
                          forward_log_derivative=forward_log_derivative,
-                         support_bijector=support)
+                         support_bijector=support, noise_limit=None)
 
 
 def mvn_precision_factor_transform(dist: Any) -> AffineTransform:
