@@ -236,7 +236,7 @@ def test_real_suite_quick_writes_moment_metrics_and_records_unsupported(tmp_path
     table = (tmp_path / "vi_real_quick.md").read_text()
     saved = json.loads((tmp_path / "vi_real_quick.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    assert "**before**" in table and "| eight_schools_centered |" in table
+    assert "The GEMF-T rows are from" in table and "| eight_schools_centered |" in table
 
     schools = saved["targets"]["eight_schools_centered"]
     assert schools["reference"].startswith("NUTS")
