@@ -15,19 +15,28 @@ from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.architectures import FlowFactory, build_embedded_flow, get_architecture
 from emf_jax.distribution import EmbeddedFlowDistribution
-from emf_jax.gates import DEFAULT_INITIAL_GATE
+from emf_jax.gates import DEFAULT_INITIAL_GATE, gate_logit
 from emf_jax.training.loops import ModelPart
+from emf_jax.training.starts import StartCandidates
 
 tfd = tfp.distributions
 Array = jax.Array
 
-__all__ = ["DENSITY_MAX_LOG_SCALE", "build_emf_density_stateless", "model_params_of"]
+__all__ = ["DENSITY_GATE_CANDIDATES", "DENSITY_MAX_LOG_SCALE", "build_emf_density_stateless",
+           "model_params_of"]
 
 # The soft bound of each affine backbone layer's |log scale| in a density (see
 # `emf_jax.flows.affine_elementwise`): points outside the training range, where the
 # conditioner extrapolates, keep a log-density within a few nats per layer and dimension.
 DENSITY_MAX_LOG_SCALE = 3.0
 _AFFINE_BACKBONES = ("maf", "iaf", "realnvp")
+
+# The initial gates between which `emf_jax.fit_density` chooses on validation rows with
+# ``initial_gate="auto"``, the preferred first: the paper's start (almost exactly the model),
+# and a start where the model is mostly off and the flow works near data space. The fit does
+# not move a gate far from where it starts (Adam moves its logit by about the learning rate
+# per step), so the start decides whether the model is used (docs/density.md).
+DENSITY_GATE_CANDIDATES: tuple[float, ...] = (DEFAULT_INITIAL_GATE, 0.1)
 
 
 def _is_model(obj: Any) -> bool:
@@ -63,7 +72,7 @@ def build_emf_density_stateless(
     num_backbone_layers: int = 2,
     hidden_units: Sequence[int] = (512, 512),
     activation: Callable[[Array], Array] = jax.nn.relu,
-    initial_gate: float = DEFAULT_INITIAL_GATE,
+    initial_gate: Union[str, float] = "auto",
     train_model_params: bool = True,
     backbone_kwargs: Optional[dict] = None,
     name: str = "emf_density",
@@ -98,7 +107,11 @@ def build_emf_density_stateless(
       hidden_units: hidden sizes of each conditioner (the paper: (512, 512) for MAF,
         (32, 32) for NSF).
       activation: the conditioner's activation.
-      initial_gate: λ at initialisation (0.999: almost exactly the model).
+      initial_gate: "auto" (default): `init_fn` starts every gate at the first of
+        `DENSITY_GATE_CANDIDATES` (0.999) and ``build_fn.start_candidates`` offers them all
+        to `emf_jax.fit_density`, which fits each for a short pilot and keeps the one with
+        the best validation NLL. A float in (0, 1): λ at initialisation and no choice (the
+        paper's start is 0.999: almost exactly the model).
       train_model_params: whether the model's parameters train; ``False`` keeps them fixed
         at `model_params`.
       backbone_kwargs: extra options of the backbone factory (e.g. ``num_bins`` for "nsf").
@@ -113,11 +126,13 @@ def build_emf_density_stateless(
       `tfd.Distribution` with `log_prob` and `sample`) over the model's variables. When the
       model's parameters train, ``build_fn.model_part`` is an `emf_jax.training.ModelPart`
       (the model alone and where its parameters sit), with which `emf_jax.fit_density`
-      fits the model first.
+      fits the model first. With ``initial_gate="auto"`` and a gated architecture,
+      ``build_fn.start_candidates`` is an `emf_jax.training.StartCandidates` (the same
+      parameters with every gate at each of `DENSITY_GATE_CANDIDATES`).
 
     Raises:
-      ValueError: a pinned model, an unknown architecture or backbone, or `model_params`
-        with a fixed model.
+      ValueError: a pinned model, an unknown architecture or backbone, `model_params`
+        with a fixed model, or an `initial_gate` that is neither "auto" nor in (0, 1).
       TypeError: non-floating model parameters.
       UnsupportedDistributionError: a discrete variable or a family without a map.
 
@@ -139,6 +154,7 @@ def build_emf_density_stateless(
       (2,)
     """
     arch = get_architecture(architecture)
+    gate_candidates = _gate_candidates(initial_gate)
     if _is_model(model_fn):
         if model_params is not None:
             raise ValueError("model_params is only used with a model function "
@@ -172,7 +188,7 @@ def build_emf_density_stateless(
         model_fn if trainable else model,
         model_params=model_params if trainable else None,
         architecture=arch.name, backbone=backbone, num_backbone_layers=num_backbone_layers,
-        hidden_units=hidden_units, activation=activation, initial_gate=initial_gate,
+        hidden_units=hidden_units, activation=activation, initial_gate=gate_candidates[0],
         backbone_kwargs=backbone_kwargs)
 
     def init_fn(seed: Any = None) -> dict:
@@ -184,7 +200,38 @@ def build_emf_density_stateless(
     if trainable:
         build_fn.model_part = ModelPart(  # type: ignore[attr-defined]
             build=model_fn, get=model_params_of, set=_with_model_params)
+    gated = "gates" in jax.eval_shape(init_fn, jax.random.key(0)).get("structured", {})
+    if len(gate_candidates) > 1 and gated:
+        build_fn.start_candidates = StartCandidates(  # type: ignore[attr-defined]
+            labels=tuple(f"gate {gate:g}" for gate in gate_candidates),
+            make=lambda params: _at_gates(params, gate_candidates))
     return init_fn, build_fn
+
+
+def _gate_candidates(initial_gate: Union[str, float]) -> tuple[float, ...]:
+    """The initial gates that an `initial_gate` option stands for, checked."""
+    if isinstance(initial_gate, str):
+        if initial_gate != "auto":
+            raise ValueError(f"`initial_gate` must be 'auto' or a float in (0, 1), got "
+                             f"{initial_gate!r}.")
+        return DENSITY_GATE_CANDIDATES
+    if isinstance(initial_gate, bool) or not isinstance(initial_gate, (int, float)):
+        raise TypeError(f"`initial_gate` must be 'auto' or a float in (0, 1), got "
+                        f"{initial_gate!r}.")
+    if not 0.0 < float(initial_gate) < 1.0:
+        raise ValueError(f"`initial_gate` must be in (0, 1), got {initial_gate!r}.")
+    return (float(initial_gate),)
+
+
+def _at_gates(params: dict, gates: Sequence[float]) -> dict:
+    """`params` repeated once per gate on a new leading axis, every gate's logit set to it."""
+    stacked = jax.tree.map(lambda leaf: jnp.stack([leaf] * len(gates)), params)
+    logits = jnp.asarray([gate_logit(gate) for gate in gates])
+    set_gates = jax.tree.map(
+        lambda w: jnp.broadcast_to(logits.reshape((-1,) + (1,) * (w.ndim - 1)),
+                                   w.shape).astype(w.dtype),
+        stacked["structured"]["gates"])
+    return {**stacked, "structured": {**stacked["structured"], "gates": set_gates}}
 
 
 def _with_model_params(params: dict, model_params: Any) -> dict:

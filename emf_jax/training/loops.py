@@ -24,15 +24,25 @@ from tensorflow_probability.substrates import jax as tfp
 from emf_jax._checks import as_key, check_callable, check_int, check_optimizer, check_positive_float
 from emf_jax.sharding import data_parallel
 from emf_jax.training.data import num_rows, shape_str, split_rows, structure_data
-from emf_jax.training.engine import FitResult, Seed, freeze_compiler_options, run_minimize, static
+from emf_jax.training.engine import (
+    FitResult,
+    Seed,
+    freeze_compiler_options,
+    run_minimize,
+    static,
+    unstatic,
+)
 from emf_jax.training.losses import MinibatchNLL, VariationalLoss, row_nll_runner
+from emf_jax.training.starts import DEFAULT_PILOT_STEPS, StartCandidates, pilot_starts
 
 __all__ = [
     "DEFAULT_PATIENCE",
+    "DEFAULT_PILOT_STEPS",
     "DEFAULT_PRETRAIN_MODEL_STEPS",
     "DEFAULT_VALIDATION_FRACTION",
     "DensityFitResult",
     "ModelPart",
+    "StartCandidates",
     "fit_density",
     "fit_vi",
 ]
@@ -101,6 +111,10 @@ class DensityFitResult(NamedTuple):
         log-likelihood at the end of each chunk (empty without a validation set).
       best_step: global step count (including `start_step`) after which `params` were
         taken; resume from `params` and `opt_state` with `start_step=best_step`.
+      start_choice: the index of the start that the pilot chose (see `fit_density`;
+        ``build_fn.start_candidates.labels[start_choice]`` names it), -1 without a pilot.
+      start_validation_nll: NumPy array ``[num_candidates]``, each candidate start's
+        validation NLL after the pilot (empty without a pilot).
 
     Example:
       >>> import numpy as np, optax
@@ -120,6 +134,8 @@ class DensityFitResult(NamedTuple):
     num_nonfinite: int
     validation_losses: np.ndarray
     best_step: int
+    start_choice: int = -1
+    start_validation_nll: np.ndarray = np.zeros((0,))
 
 
 def fit_vi(target_log_prob_fn: Callable[..., jax.Array],
@@ -248,7 +264,8 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
                 devices: Any = None,
                 compiler_options: Mapping[str, Any] | None = None,
                 pretrain_model_steps: Union[int, Auto] = "auto",
-                pretrain_optimizer: Any = None) -> DensityFitResult:
+                pretrain_optimizer: Any = None,
+                pilot_steps: Union[int, Auto] = "auto") -> DensityFitResult:
     """Fits a density `build_fn(params)` to data by minibatch maximum likelihood.
 
     Each step draws `batch_size` training rows uniformly with replacement (all rows, in
@@ -282,6 +299,17 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
       overfitted density's validation NLL), by more than 0.1 nats plus 4 standard errors of
       the difference at 3 consecutive chunk ends (the density overfits; the returned
       parameters are still the best validation point).
+    - The start chosen on validation rows. When ``build_fn.start_candidates`` is a
+      `StartCandidates` with several candidates (the gated EMF densities of
+      `emf_jax.build_emf_density_stateless` with ``initial_gate="auto"``: the model's gates
+      at 0.999 and at 0.1), each candidate, made from `params` after the model-first fit,
+      takes the first `DEFAULT_PILOT_STEPS` (300) steps of the joint fit, all at once on
+      the same minibatches; the one with the lowest validation NLL is kept (the first
+      unless another is lower by more than two standard errors of the paired row
+      differences; `emf_jax.training.starts.choose_start`) and the fit continues from its
+      pilot parameters and optimiser state, as if it had started there. Needs a validation
+      set; skipped when resuming. Why: from λ = 0.999 the fit does not learn to close a gate
+      when the model hurts the held-out rows (docs/density.md).
 
     Args:
       build_fn: `build_fn(params) -> tfd.Distribution` with scalar batch shape; it may have
@@ -315,16 +343,23 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         `DEFAULT_PRETRAIN_MODEL_STEPS` when `build_fn` has a ``model_part`` and the fit is
         not resumed, else 0. A positive integer needs a ``model_part``.
       pretrain_optimizer: the optimiser of the model-alone fit (default: Adam, 1e-2).
+      pilot_steps: steps of the pilot that chooses between ``build_fn.start_candidates``
+        (they count towards `num_steps`); ``"auto"``: `DEFAULT_PILOT_STEPS` (at most
+        `num_steps`) when `build_fn` has several start candidates, a validation set is
+        used and the fit is not resumed, else 0 (the first candidate, i.e. `params` as
+        given). A positive integer needs start candidates and a validation set.
 
     Returns:
       A `DensityFitResult(params, opt_state, losses, num_nonfinite, validation_losses,
-      best_step)`; `losses`, `num_nonfinite` and `best_step` count the joint fit's steps.
+      best_step, start_choice, start_validation_nll)`; `losses`, `num_nonfinite` and
+      `best_step` count the joint fit's steps (the pilot's of the chosen start included).
 
     Raises:
       TypeError: for an optimiser that is not optax-like or data of a bad dtype.
       ValueError: for bad data (see `structure_data`), too few rows for `batch_size`,
-        inconsistent validation options, `pretrain_model_steps` without a model part, or a
-        `batch_size` that does not split evenly over the devices.
+        inconsistent validation options, `pretrain_model_steps` without a model part,
+        `pilot_steps` without start candidates or a validation set, or a `batch_size` that
+        does not split evenly over the devices.
 
     Warns:
       RuntimeWarning: when the validation loss stays well above the training loss (see
@@ -393,6 +428,35 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
                          "with trainable model parameters); this build_fn has none.")
     if pretrain_optimizer is not None:
         check_optimizer(pretrain_optimizer)
+    starts = getattr(build_fn, "start_candidates", None)
+    if starts is not None and not isinstance(starts, StartCandidates):
+        raise TypeError(f"build_fn.start_candidates must be an "
+                        f"emf_jax.training.StartCandidates, got {type(starts).__name__}")
+    several = starts is not None and len(starts.labels) > 1
+    if isinstance(pilot_steps, str):
+        if pilot_steps != "auto":
+            raise ValueError(f"`pilot_steps` must be a non-negative int or 'auto', got "
+                             f"{pilot_steps!r}.")
+        # Whole chunks: DEFAULT_PILOT_STEPS rounded up, at most the chunks of num_steps.
+        pilot_steps = (min(-(-DEFAULT_PILOT_STEPS // chunk_size), num_steps // chunk_size)
+                       * chunk_size if several and has_validation and not resuming else 0)
+    pilot_steps = check_int("pilot_steps", pilot_steps, 0)
+    if pilot_steps % chunk_size:
+        raise ValueError(f"`pilot_steps` must be a multiple of `chunk_size`={chunk_size} (the "
+                         f"validation interval), got {pilot_steps}.")
+    if pilot_steps > 0 and not several:
+        raise ValueError("`pilot_steps` needs a build_fn with several `start_candidates` (the "
+                         "gated densities of build_emf_density_stateless with "
+                         "initial_gate='auto'); this build_fn has none.")
+    if pilot_steps > 0 and not has_validation:
+        raise ValueError("`pilot_steps` chooses the start on validation rows: set "
+                         "`validation_fraction` or `validation_data`.")
+    if pilot_steps > num_steps:
+        raise ValueError(f"`pilot_steps`={pilot_steps} exceeds `num_steps`={num_steps}: the "
+                         "pilot's steps are the first steps of the fit.")
+    if pilot_steps > 0 and plan is not None:
+        raise ValueError("the start pilot runs on one device: pass pilot_steps=0 with "
+                         "`mesh` or `devices` (or choose the start yourself).")
 
     dist = build_fn(params)
     batch_shapes = [tuple(s) for s in jax.tree.leaves(dist.batch_shape)]
@@ -439,7 +503,7 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
     hook = None
     validation_losses: list[float] = []
     best: dict[str, Any] = {"loss": math.inf, "params": None, "opt_state": None,
-                            "step": start_step}
+                            "step": start_step, "since": 0}
     divergence = _DivergenceMonitor()
     if valid is not None:
         valid = jax.tree.map(jnp.asarray, valid)
@@ -450,39 +514,87 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         train_probe = jax.tree.map(lambda x: x[rows], train)
         static_build = static(build_fn)
         nll_rows = row_nll_runner(frozen_options)
-        chunks_without_improvement = 0
 
         def hook(step: int, params: PyTree, opt_state: PyTree):
-            nonlocal chunks_without_improvement
             val_rows = np.asarray(nll_rows(static_build, params, valid), np.float64)
-            loss = float(np.mean(val_rows))
-            validation_losses.append(loss)
-            divergence.update(step, val_rows,
-                              np.asarray(nll_rows(static_build, params, train_probe),
-                                         np.float64))
-            if loss < best["loss"] or (best["params"] is None and not math.isnan(loss)):
-                best.update(loss=loss, params=params, opt_state=opt_state, step=step)
-                chunks_without_improvement = 0
-            else:
-                chunks_without_improvement += 1
-            stop = patience is not None and chunks_without_improvement >= patience
-            return stop, {"val": f"{loss:.4g}"}
+            probe_rows = np.asarray(nll_rows(static_build, params, train_probe), np.float64)
+            return record(step, params, opt_state, val_rows, probe_rows)
+
+    def record(step: int, params: PyTree, opt_state: PyTree, val_rows: np.ndarray,
+               probe_rows: np.ndarray) -> tuple[bool, dict]:
+        """Books one chunk end's validation: the best point, patience, divergence."""
+        loss = float(np.mean(val_rows))
+        validation_losses.append(loss)
+        divergence.update(step, val_rows, probe_rows)
+        if loss < best["loss"] or (best["params"] is None and not math.isnan(loss)):
+            best.update(loss=loss, params=params, opt_state=opt_state, step=step, since=0)
+        else:
+            best["since"] += 1
+        stop = patience is not None and best["since"] >= patience
+        return stop, {"val": f"{loss:.4g}"}
 
     loss_fn = MinibatchNLL(build_fn=build_fn, batch_size=batch_size, plan=plan)
+    pilot = None
+    stop = False
+    if pilot_steps > 0 and starts is not None and valid is not None:
+        num_chunks = pilot_steps // chunk_size
+        pilot = _pilot_jit(static(loss_fn), static(build_fn), starts.make(params),
+                           optimizer=static(optimizer), key=train_key, train=train,
+                           valid=valid, probe=train_probe, num_chunks=num_chunks,
+                           chunk_size=chunk_size, first_step=start_step)
+        # Book the chosen start's chunk ends as if its fit had run them here; its best
+        # point is the pilot's (the same chunk end, up to the rounding of the mean).
+        for c in range(num_chunks):
+            record(start_step + (c + 1) * chunk_size, None, None,
+                   np.asarray(pilot.validation_rows[c], np.float64),
+                   np.asarray(pilot.probe_rows[c], np.float64))
+        best_chunk = int(pilot.best_chunk)
+        if np.isfinite(validation_losses[-num_chunks + best_chunk]):
+            best.update(loss=validation_losses[-num_chunks + best_chunk],
+                        params=pilot.best_params, opt_state=pilot.best_opt_state,
+                        step=start_step + (best_chunk + 1) * chunk_size,
+                        since=num_chunks - 1 - best_chunk)
+        else:  # No finite validation loss: the pilot's end (the fit goes on from there).
+            best.update(loss=math.inf, params=None, opt_state=None, since=0)
+        stop = patience is not None and best["since"] >= patience
+        params, opt_state = pilot.params, pilot.opt_state
+        start_step += pilot_steps
+        num_steps -= pilot_steps
     result, steps_run = run_minimize(
-        loss_fn, params, optimizer=optimizer, num_steps=num_steps,
+        loss_fn, params, optimizer=optimizer, num_steps=0 if stop else num_steps,
         key=train_key, args=(train,), chunk_size=chunk_size, opt_state=opt_state,
         start_step=start_step, progress_bar=progress_bar, description="fit_density",
         chunk_hook=hook, plan=plan, compiler_options=frozen_options)
+    losses, num_nonfinite = result.losses, result.num_nonfinite
+    if pilot is not None:
+        losses = jnp.concatenate([pilot.losses.astype(losses.dtype), losses])
+        num_nonfinite += int(pilot.num_nonfinite)
     if best["params"] is None:  # No validation (or only NaN losses): keep the last step.
         best.update(params=result.params, opt_state=result.opt_state,
                     step=start_step + steps_run)
     divergence.warn(best_step=int(best["step"]), best_loss=best["loss"])
     return DensityFitResult(
-        params=best["params"], opt_state=best["opt_state"], losses=result.losses,
-        num_nonfinite=result.num_nonfinite,
+        params=best["params"], opt_state=best["opt_state"], losses=losses,
+        num_nonfinite=num_nonfinite,
         validation_losses=np.asarray(validation_losses, dtype=np.float64),
-        best_step=int(best["step"]))
+        best_step=int(best["step"]),
+        start_choice=-1 if pilot is None else int(pilot.choice),
+        start_validation_nll=(np.zeros((0,)) if pilot is None
+                              else np.asarray(pilot.validation_nll, np.float64)))
+
+
+def _run_pilot(loss_fn: Any, build_fn: Any, candidates: PyTree, *, optimizer: Any,
+               key: jax.Array, train: PyTree, valid: PyTree, probe: PyTree, num_chunks: int,
+               chunk_size: int, first_step: int) -> Any:
+    """`pilot_starts` with its static arguments unwrapped (jitted below)."""
+    return pilot_starts(unstatic(loss_fn), unstatic(build_fn), candidates,
+                        optimizer=unstatic(optimizer), key=key, train=train, valid=valid,
+                        probe=probe, num_chunks=num_chunks, chunk_size=chunk_size,
+                        first_step=first_step)
+
+
+_pilot_jit = jax.jit(_run_pilot, static_argnums=(0, 1),
+                     static_argnames=("optimizer", "num_chunks", "chunk_size", "first_step"))
 
 
 def _fit_model_first(model_part: ModelPart, params: PyTree, train: PyTree, *,
