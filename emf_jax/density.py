@@ -7,6 +7,7 @@ variables, a random walk makes time series continuous. Fit it with `emf_jax.fit_
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
@@ -204,7 +205,8 @@ def build_emf_density_stateless(
     if len(gate_candidates) > 1 and gated:
         build_fn.start_candidates = StartCandidates(  # type: ignore[attr-defined]
             labels=tuple(f"gate {gate:g}" for gate in gate_candidates),
-            make=lambda params: _at_gates(params, gate_candidates))
+            make=functools.partial(_at_gates, logits=tuple(
+                float(gate_logit(gate)) for gate in gate_candidates)))
     return init_fn, build_fn
 
 
@@ -223,12 +225,12 @@ def _gate_candidates(initial_gate: Union[str, float]) -> tuple[float, ...]:
     return (float(initial_gate),)
 
 
-def _at_gates(params: dict, gates: Sequence[float]) -> dict:
-    """`params` repeated once per gate on a new leading axis, every gate's logit set to it."""
-    stacked = jax.tree.map(lambda leaf: jnp.stack([leaf] * len(gates)), params)
-    logits = jnp.asarray([gate_logit(gate) for gate in gates])
+def _at_gates(params: dict, *, logits: Sequence[float]) -> dict:
+    """`params` repeated once per gate logit on a new leading axis, every gate set to it."""
+    stacked = jax.tree.map(lambda leaf: jnp.stack([leaf] * len(logits)), params)
+    values = jnp.asarray(logits)
     set_gates = jax.tree.map(
-        lambda w: jnp.broadcast_to(logits.reshape((-1,) + (1,) * (w.ndim - 1)),
+        lambda w: jnp.broadcast_to(values.reshape((-1,) + (1,) * (w.ndim - 1)),
                                    w.shape).astype(w.dtype),
         stacked["structured"]["gates"])
     return {**stacked, "structured": {**stacked["structured"], "gates": set_gates}}

@@ -251,3 +251,116 @@ def test_the_mixture_background_keeps_a_far_tail_point_likely():
     plain_fn, _ = templates.gaussian_mixture(1, 5, background_weight=0.0)
     plain = np.asarray(plain_fn(model_params).log_prob((jnp.asarray(x),)))
     assert plain[1] < -1e4 and values[1] > plain[1] + 1e4
+
+
+# ---------------------------------------------------------------- the start chosen on validation
+
+
+def test_choose_start_keeps_the_first_unless_another_is_clearly_better():
+    from emf_jax.training.starts import choose_start
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0, 1.0, 400)
+    # Paired rows: candidate 1 better by 0.5 nats with a paired spread of 0.1 (standard
+    # error 0.005): far beyond two standard errors.
+    clear = np.stack([base, base - 0.5 + rng.normal(0.0, 0.1, 400)])
+    assert int(choose_start(jnp.asarray(clear))) == 1
+    # Better by 0.005 nats with a paired spread of 1 (standard error 0.05): the first stays.
+    close = np.stack([base, base - 0.005 + rng.normal(0.0, 1.0, 400) - 0.0])
+    close[1] += (np.mean(close[0]) - 0.005) - np.mean(close[1])
+    assert int(choose_start(jnp.asarray(close))) == 0
+    # A non-finite row rules a candidate out, however good its other rows.
+    broken = clear.copy()
+    broken[1, 3] = np.inf
+    assert int(choose_start(jnp.asarray(broken))) == 0
+    # Jit-traceable.
+    assert int(jax.jit(choose_start)(jnp.asarray(clear))) == 1
+    with pytest.raises(ValueError, match="row_nlls"):
+        choose_start(jnp.zeros((2, 1)))
+
+
+def _two_starts(params):
+    """Two candidate locations: as given, and shifted by +3."""
+    return {"loc": jnp.stack([params["loc"], params["loc"] + 3.0])}
+
+
+def _normal_with_starts(params):
+    return tfd.Normal(params["loc"], 1.0)
+
+
+_normal_with_starts.start_candidates = __import__(
+    "emf_jax.training", fromlist=["StartCandidates"]).StartCandidates(
+        ("as given", "shifted"), _two_starts)
+
+
+def test_fit_density_pilots_the_start_candidates_and_keeps_the_better_one():
+    # Rows around 3.5; the candidate starts are loc = 0 and loc = 3. After a 20-step pilot of
+    # SGD 0.01 (each step moves loc by 1% of the distance), the first is still ~2.9 away and
+    # the second is ~0.4 away: its validation NLL is lower by ~4 nats, far beyond 2 paired
+    # standard errors. The fit then continues from the chosen pilot exactly as a fit from
+    # loc = 3 would (same minibatches, same chunk ends).
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.5, 1.0, 500).astype(np.float32)
+    kwargs = dict(optimizer=optax.sgd(0.01), num_steps=60, batch_size=50, seed=0,
+                  chunk_size=10, progress_bar=False)
+    result = fit_density(_normal_with_starts, {"loc": jnp.asarray(0.0)}, data,
+                         pilot_steps=20, **kwargs)
+    assert result.start_choice == 1
+    assert result.start_validation_nll.shape == (2,)
+    assert result.start_validation_nll[0] > result.start_validation_nll[1] + 2.0
+    plain = fit_density(_normal_loc, {"loc": jnp.asarray(3.0)}, data, **kwargs)
+    np.testing.assert_allclose(result.validation_losses, plain.validation_losses, rtol=1e-5)
+    np.testing.assert_allclose(result.losses, plain.losses, rtol=1e-5)
+    np.testing.assert_allclose(result.params["loc"], plain.params["loc"], rtol=1e-5)
+    assert result.best_step == plain.best_step
+    # Without a pilot the start is the one given.
+    none = fit_density(_normal_with_starts, {"loc": jnp.asarray(0.0)}, data, pilot_steps=0,
+                       **kwargs)
+    assert none.start_choice == -1 and none.start_validation_nll.shape == (0,)
+
+
+def test_the_pilot_options_are_checked():
+    data = np.random.default_rng(0).normal(size=100).astype(np.float32)
+    kwargs = dict(optimizer=optax.sgd(0.01), num_steps=20, batch_size=10, seed=0,
+                  chunk_size=10, progress_bar=False)
+    with pytest.raises(ValueError, match="`pilot_steps` needs a build_fn"):
+        fit_density(_normal_loc, {"loc": 0.0}, data, pilot_steps=10, **kwargs)
+    with pytest.raises(ValueError, match="validation rows"):
+        fit_density(_normal_with_starts, {"loc": 0.0}, data, pilot_steps=10,
+                    validation_fraction=0.0, **kwargs)
+    with pytest.raises(ValueError, match="multiple of `chunk_size`"):
+        fit_density(_normal_with_starts, {"loc": 0.0}, data, pilot_steps=15, **kwargs)
+    with pytest.raises(ValueError, match="exceeds `num_steps`"):
+        fit_density(_normal_with_starts, {"loc": 0.0}, data, pilot_steps=30, **kwargs)
+    with pytest.raises(ValueError, match="'auto'"):
+        fit_density(_normal_with_starts, {"loc": 0.0}, data, pilot_steps="yes", **kwargs)
+
+
+def test_the_density_offers_its_gate_candidates_by_default_and_keeps_the_old_start():
+    from emf_jax.density import DENSITY_GATE_CANDIDATES
+    model_fn, model_params = templates.random_walk(3)
+    init_fn, build_fn = build_emf_density_stateless(model_fn, model_params, **SMALL)
+    starts = build_fn.start_candidates
+    assert starts.labels == tuple(f"gate {g:g}" for g in DENSITY_GATE_CANDIDATES)
+    params = init_fn(jax.random.key(0))
+    stacked = jax.jit(starts.make)(params)
+    for leaf in jax.tree.leaves(stacked["structured"]["gates"]):
+        np.testing.assert_allclose(jax.nn.sigmoid(leaf), DENSITY_GATE_CANDIDATES, rtol=1e-4)
+    # Everything else is the same parameter set repeated.
+    np.testing.assert_array_equal(jax.tree.leaves(stacked["backbone"])[0][1],
+                                  jax.tree.leaves(params["backbone"])[0])
+    # The init's gates are the first candidate's (the paper's start).
+    for leaf in jax.tree.leaves(params["structured"]["gates"]):
+        np.testing.assert_allclose(jax.nn.sigmoid(leaf), DENSITY_GATE_CANDIDATES[0], rtol=1e-4)
+    # The old start, by option: one gate, no candidates.
+    _, fixed = build_emf_density_stateless(model_fn, model_params, initial_gate=0.999, **SMALL)
+    assert not hasattr(fixed, "start_candidates")
+    # Ungated architectures have nothing to choose.
+    _, ungated = build_emf_density_stateless(model_fn, model_params, architecture="emf-t",
+                                             **SMALL)
+    assert not hasattr(ungated, "start_candidates")
+    with pytest.raises(ValueError, match="`initial_gate`"):
+        build_emf_density_stateless(model_fn, model_params, initial_gate="best", **SMALL)
+    with pytest.raises(ValueError, match="`initial_gate` must be in"):
+        build_emf_density_stateless(model_fn, model_params, initial_gate=1.0, **SMALL)
+    with pytest.raises(TypeError, match="`initial_gate`"):
+        build_emf_density_stateless(model_fn, model_params, initial_gate=None, **SMALL)

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from emf_jax.training.engine import _tree_all_finite
 from emf_jax.training.data import num_rows
+from emf_jax.training.engine import _tree_all_finite
 from emf_jax.training.losses import row_nll
 
 __all__ = ["DEFAULT_PILOT_STEPS", "PilotResult", "StartCandidates", "choose_start",
