@@ -693,6 +693,7 @@ def run_generalization_one(spec: GeneralizationSet, method: str, seed: int, *, s
         nonfinite_test=int(np.sum(~np.isfinite(test_lp))),
         true_test_nll=float(-np.mean(true_test)), true_data_nll=float(-np.mean(true_data)),
         best_step=int(result.best_step), steps_run=int(len(result.losses)),
+        start_choice=int(result.start_choice),
         skipped_steps=int(result.num_nonfinite), overfit_warning=bool(overfit),
         fit_seconds=round(fit_seconds, 1), device=device_name(),
         settings=dict(steps=steps, train_size=train_size, test_size=test_size,
