@@ -129,8 +129,9 @@ def choose_start(row_nlls: jax.Array, *, standard_errors: float = _STANDARD_ERRO
 
     Example:
       >>> import jax.numpy as jnp
-      >>> rows = jnp.array([[1.0, 2.0, 3.0, 2.0], [0.0, 1.0, 2.0, 1.0]])  # 1 nat better
-      >>> int(choose_start(rows)), int(choose_start(rows[:, :2] + jnp.array([[0.], [0.9]])))
+      >>> clear = jnp.array([[1.0, 2.0, 3.0, 2.0], [0.0, 1.0, 2.0, 1.0]])  # 1 nat, every row
+      >>> noisy = jnp.array([[1.0, 2.0, 3.0, 2.0], [0.0, 3.0, 2.0, 2.6]])  # 0.1 nat, noisy
+      >>> int(choose_start(clear)), int(choose_start(noisy))
       (1, 0)
     """
     if row_nlls.ndim != 2 or row_nlls.shape[0] < 1 or row_nlls.shape[1] < 2:
