@@ -256,7 +256,7 @@ def gumbel_transform(dist: Any) -> MonotoneTransform:
       dist: a `tfd.Gumbel(loc=μ, scale=β)`.
 
     Returns:
-      A `MonotoneTransform` on the real line (no support bijector: ``u`` is ``x``).
+      The `MonotoneTransform`, on the real line as :func:`laplace_transform`'s.
 
     Example:
       >>> t = gumbel_transform(tfd.Gumbel(0., 1.))
