@@ -21,13 +21,14 @@ Templates:
 """
 from __future__ import annotations
 
-import operator
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
+
+from emf_jax import _checks
 
 tfd = tfp.distributions
 
@@ -59,39 +60,17 @@ DEFAULT_BACKGROUND_WEIGHT = 0.01
 
 def _resolve_dtype(dtype: DTypeLike | None) -> np.dtype:
     """Returns the floating dtype to use; ``None`` means JAX's default float dtype."""
-    if dtype is None:
-        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    try:
-        resolved = jnp.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.") from err
-    if not jnp.issubdtype(resolved, jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {resolved}.")
-    return jnp.dtype(jax.dtypes.canonicalize_dtype(resolved))
+    return _checks.resolve_float_dtype(dtype)
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
     """Checks that ``value`` is an integer >= ``minimum`` and returns it as an int."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
-    try:
-        result = operator.index(value)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.") from err
-    if result < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {result}.")
-    return result
+    return _checks.check_index(value, name, minimum)
 
 
 def _check_positive_float(value: Any, name: str) -> float:
     """Checks that ``value`` is a finite positive number and returns it as a float."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a number, got {value!r}.") from err
-    if not np.isfinite(result) or result <= 0.0:
-        raise ValueError(f"{name} must be finite and positive, got {result}.")
-    return result
+    return _checks.check_number(value, name, positive=True)
 
 
 def _softplus_inverse(value: float, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array:

@@ -282,3 +282,23 @@ def test_argument_errors():
         build_emf_density_stateless(model_fn, model_params, backbone="glow")
     with pytest.raises(ValueError, match="params must be the dict"):
         model_params_of({"backbone": {}})
+
+
+def test_the_whole_density_is_a_drop_in_bijector(hierarchical_density):
+    # The density is the push-forward of its noise through `density.bijector`, as for
+    # tfd.TransformedDistribution: the same log_prob, and inverse undoes forward.
+    _, init_fn, build_fn = hierarchical_density
+    density = build_fn(_perturbed(init_fn(jax.random.key(0)), 3))
+    bijector = density.bijector
+
+    @jax.jit
+    def check(z):
+        values = bijector.forward([z])
+        pushed = tfd.TransformedDistribution(density.noise_distribution, bijector)
+        return values, bijector.inverse(values)[0], pushed.log_prob(values), density.log_prob(
+            values)
+
+    z = jax.random.normal(jax.random.key(1), (4, density.flow.event_size))
+    _, z_again, log_pushed, log_q = check(z)
+    np.testing.assert_allclose(z_again, z, atol=2e-4)
+    np.testing.assert_allclose(log_pushed, log_q, atol=2e-3, rtol=1e-4)

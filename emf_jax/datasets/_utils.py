@@ -1,56 +1,34 @@
-"""Argument checks shared by the dataset generators (private)."""
+"""Argument checks shared by the dataset generators (private).
+
+They are :mod:`emf_jax._checks`'s, with the generators' wording: arguments must be static
+Python values (users call the generators under ``jax.jit``), and a float64 request without
+``jax_enable_x64`` quietly becomes float32.
+"""
 from __future__ import annotations
 
-import operator
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from emf_jax import _checks
+
+__all__ = ["DTypeLike", "check_float", "check_int", "resolve_dtype"]
 
 DTypeLike = Any
 
 
 def resolve_dtype(dtype: DTypeLike | None) -> np.dtype:
     """Returns the floating dtype to use; ``None`` means JAX's default float dtype."""
-    if dtype is None:
-        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    try:
-        resolved = jnp.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.") from err
-    if not jnp.issubdtype(resolved, jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {resolved}.")
-    return jnp.dtype(jax.dtypes.canonicalize_dtype(resolved))
+    return _checks.resolve_float_dtype(dtype)
 
 
 def check_int(value: Any, name: str, minimum: int) -> int:
     """Checks that ``value`` is a (static) integer >= ``minimum`` and returns it."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
-    try:
-        result = operator.index(value)
-    except TypeError as err:
-        raise TypeError(
-            f"{name} must be a static Python integer, got {type(value).__name__} "
-            "(under jax.jit mark it static)."
-        ) from err
-    if result < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {result}.")
-    return result
+    return _checks.check_index(value, name, minimum, static=True)
 
 
 def check_float(value: Any, name: str, *, positive: bool = False,
                 nonnegative: bool = False) -> float:
     """Checks that ``value`` is a finite (optionally positive) static number."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError, jax.errors.ConcretizationTypeError) as err:
-        raise TypeError(f"{name} must be a static Python number, got {value!r}.") from err
-    if not np.isfinite(result):
-        raise ValueError(f"{name} must be finite, got {result}.")
-    if positive and result <= 0.0:
-        raise ValueError(f"{name} must be positive, got {result}.")
-    if nonnegative and result < 0.0:
-        raise ValueError(f"{name} must be non-negative, got {result}.")
-    return result
+    return _checks.check_number(value, name, positive=positive, nonnegative=nonnegative,
+                                static=True)

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
+from emf_jax import _checks
+
 tfd = tfp.distributions
 
 DTypeLike = Any
@@ -107,55 +109,22 @@ def resolve_dtype(dtype: DTypeLike | None) -> np.dtype:
       TypeError: if `dtype` is not a floating dtype.
       ValueError: if float64 is requested while ``jax_enable_x64`` is off.
     """
-    if dtype is None:
-        return np.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}.") from err
-    if not jnp.issubdtype(resolved, jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {resolved}.")
-    canonical = np.dtype(jax.dtypes.canonicalize_dtype(resolved))
-    if canonical != resolved:
-        raise ValueError(
-            f"dtype {resolved} is not available: enable it with "
-            "jax.config.update('jax_enable_x64', True), or pass dtype=None.")
-    return resolved
+    return _checks.resolve_float_dtype(dtype, strict=True)
 
 
 def check_int(value: Any, name: str, minimum: int) -> int:
     """Checks that `value` is an integer >= `minimum` and returns it as a Python int."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
-    try:
-        result = operator.index(value)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.") from err
-    if result < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {result}.")
-    return result
+    return _checks.check_index(value, name, minimum)
 
 
 def check_positive(value: Any, name: str) -> float:
     """Checks that `value` is a finite positive real number and returns it as a float."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a real number, got {value!r}.") from err
-    if not np.isfinite(result) or result <= 0.0:
-        raise ValueError(f"{name} must be finite and positive, got {result}.")
-    return result
+    return _checks.check_number(value, name, positive=True)
 
 
 def check_real(value: Any, name: str) -> float:
     """Checks that `value` is a finite real number and returns it as a float."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a real number, got {value!r}.") from err
-    if not np.isfinite(result):
-        raise ValueError(f"{name} must be finite, got {result}.")
-    return result
+    return _checks.check_number(value, name)
 
 
 def check_observation(observation: Any) -> str:

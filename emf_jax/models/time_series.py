@@ -21,8 +21,9 @@ the same drift functions.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -173,99 +174,84 @@ def simulate_state_space(
 # ----------------------------------------------------------------------------- specs
 
 
-def brownian_motion_spec(
-    num_steps: int = 30,
+def _checked_spec(
+    family: str,
+    settings: Mapping[str, Any],
     *,
-    innovation_scale: float = 0.1,
-    observation: str = "regression",
-    observation_scale: float = 0.15,
-    logit_scale: float = 5.0,
-    observed_steps: Sequence[int] | None = None,
+    state_dim: int | None,
+    drift: Callable[[Mapping[str, Any]], DriftFn | None],
 ) -> StateSpaceSpec:
-    """Validated settings of :func:`brownian_motion` (same arguments)."""
-    num_steps = _common.check_int(num_steps, "num_steps", 1)
-    scale = _common.check_positive(innovation_scale, "innovation_scale")
+    """The checks and derived values every state-space spec shares.
+
+    `settings` are a public builder's arguments (`dtype` aside). Brownian motion has no
+    ``step_size`` (1) and no ``initial_scale`` (the innovation scale). `drift` checks the
+    drift's own parameters and is called after the step's checks.
+    """
+    num_steps = _common.check_int(settings["num_steps"], "num_steps", 1)
+    dt = _common.check_positive(settings.get("step_size", 1.0), "step_size")
+    scale = _common.check_positive(settings["innovation_scale"], "innovation_scale")
+    initial = settings.get("initial_scale")
     return StateSpaceSpec(
         num_steps=num_steps,
-        state_dim=None,
-        initial_scale=scale,
-        step_scale=scale,
-        step_size=1.0,
-        drift=None,
-        observation=_common.check_observation(observation),
-        observation_scale=_common.check_positive(observation_scale, "observation_scale"),
-        logit_scale=_common.check_real(logit_scale, "logit_scale"),
-        observed_steps=_common.check_steps(observed_steps, num_steps, "observed_steps"),
-        family="brownian_motion",
-    )
-
-
-def lorenz_system_spec(
-    num_steps: int = 30,
-    *,
-    step_size: float = 0.02,
-    innovation_scale: float = 0.1,
-    initial_scale: float = 1.0,
-    sigma: float = 10.0,
-    rho: float = 28.0,
-    beta: float = 8.0 / 3.0,
-    observation: str = "regression",
-    observation_scale: float = 1.0,
-    logit_scale: float = 2.0,
-    observed_steps: Sequence[int] | None = None,
-) -> StateSpaceSpec:
-    """Validated settings of :func:`lorenz_system` (same arguments)."""
-    num_steps = _common.check_int(num_steps, "num_steps", 1)
-    dt = _common.check_positive(step_size, "step_size")
-    return StateSpaceSpec(
-        num_steps=num_steps,
-        state_dim=3,
-        initial_scale=_common.check_positive(initial_scale, "initial_scale"),
-        step_scale=float(np.sqrt(dt)) * _common.check_positive(
-            innovation_scale, "innovation_scale"),
+        state_dim=state_dim,
+        initial_scale=scale if initial is None else _common.check_positive(
+            initial, "initial_scale"),
+        step_scale=float(np.sqrt(dt)) * scale,
         step_size=dt,
-        drift=_lorenz_drift(
-            _common.check_real(sigma, "sigma"),
-            _common.check_real(rho, "rho"),
-            _common.check_real(beta, "beta"),
-        ),
-        observation=_common.check_observation(observation),
-        observation_scale=_common.check_positive(observation_scale, "observation_scale"),
-        logit_scale=_common.check_real(logit_scale, "logit_scale"),
-        observed_steps=_common.check_steps(observed_steps, num_steps, "observed_steps"),
-        family="lorenz_system",
+        drift=drift(settings),
+        observation=_common.check_observation(settings["observation"]),
+        observation_scale=_common.check_positive(
+            settings["observation_scale"], "observation_scale"),
+        logit_scale=_common.check_real(settings["logit_scale"], "logit_scale"),
+        observed_steps=_common.check_steps(
+            settings["observed_steps"], num_steps, "observed_steps"),
+        family=family,
     )
 
 
-def van_der_pol_spec(
-    num_steps: int = 120,
-    *,
-    step_size: float = 0.05,
-    mu: float = 1.0,
-    innovation_scale: float = 0.1,
-    initial_scale: float = 1.0,
-    observation: str = "regression",
-    observation_scale: float = 0.5,
-    logit_scale: float = 1.0,
-    observed_steps: Sequence[int] | None = None,
-) -> StateSpaceSpec:
-    """Validated settings of :func:`van_der_pol` (same arguments)."""
-    num_steps = _common.check_int(num_steps, "num_steps", 1)
-    dt = _common.check_positive(step_size, "step_size")
-    return StateSpaceSpec(
-        num_steps=num_steps,
-        state_dim=2,
-        initial_scale=_common.check_positive(initial_scale, "initial_scale"),
-        step_scale=float(np.sqrt(dt)) * _common.check_positive(
-            innovation_scale, "innovation_scale"),
-        step_size=dt,
-        drift=_van_der_pol_drift(_common.check_real(mu, "mu")),
-        observation=_common.check_observation(observation),
-        observation_scale=_common.check_positive(observation_scale, "observation_scale"),
-        logit_scale=_common.check_real(logit_scale, "logit_scale"),
-        observed_steps=_common.check_steps(observed_steps, num_steps, "observed_steps"),
-        family="van_der_pol",
-    )
+_FAMILY_SPECS: dict[str, Callable[[Mapping[str, Any]], StateSpaceSpec]] = {
+    "brownian_motion": lambda s: _checked_spec(
+        "brownian_motion", s, state_dim=None, drift=lambda _: None),
+    "lorenz_system": lambda s: _checked_spec(
+        "lorenz_system", s, state_dim=3, drift=lambda d: _lorenz_drift(
+            _common.check_real(d["sigma"], "sigma"),
+            _common.check_real(d["rho"], "rho"),
+            _common.check_real(d["beta"], "beta"))),
+    "van_der_pol": lambda s: _checked_spec(
+        "van_der_pol", s, state_dim=2,
+        drift=lambda d: _van_der_pol_drift(_common.check_real(d["mu"], "mu"))),
+}
+"""Family name -> its spec from a public builder's arguments (``dtype`` aside)."""
+
+
+def _spec_function(builder: Callable[..., Any]) -> Callable[..., StateSpaceSpec]:
+    """The validated-settings function of a public builder: its arguments and defaults.
+
+    The public builder's signature is the one place that names the arguments and their
+    defaults; this binds a call against it, so the two cannot drift apart.
+    """
+    family = builder.__name__
+    signature = inspect.signature(builder)
+
+    def spec_fn(*args: Any, **kwargs: Any) -> StateSpaceSpec:
+        if "dtype" in kwargs:
+            raise TypeError(f"{family}_spec takes no dtype (a spec is dtype-free).")
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        settings = dict(bound.arguments)
+        del settings["dtype"]
+        return _FAMILY_SPECS[family](settings)
+
+    spec_fn.__name__ = spec_fn.__qualname__ = f"{family}_spec"
+    spec_fn.__doc__ = f"Validated settings of :func:`{family}` (same arguments, dtype aside)."
+    return spec_fn
+
+
+def _build(family: str, arguments: dict[str, Any]) -> tfd.JointDistributionCoroutineAutoBatched:
+    """A public builder's model from its ``locals()``: the spec, then the program in `dtype`."""
+    settings = dict(arguments)
+    dtype = _common.resolve_dtype(settings.pop("dtype"))
+    return build_state_space_model(_FAMILY_SPECS[family](settings), dtype)
 
 
 # ----------------------------------------------------------------------------- public builders
@@ -306,15 +292,7 @@ def brownian_motion(
       >>> [str(s) for s in model.event_shape][-2:]
       ['()', '(2,)']
     """
-    spec = brownian_motion_spec(
-        num_steps,
-        innovation_scale=innovation_scale,
-        observation=observation,
-        observation_scale=observation_scale,
-        logit_scale=logit_scale,
-        observed_steps=observed_steps,
-    )
-    return build_state_space_model(spec, _common.resolve_dtype(dtype))
+    return _build("brownian_motion", locals())
 
 
 def lorenz_system(
@@ -361,20 +339,7 @@ def lorenz_system(
       >>> [str(s) for s in model.event_shape][-2:]
       ['(3,)', '(4,)']
     """
-    spec = lorenz_system_spec(
-        num_steps,
-        step_size=step_size,
-        innovation_scale=innovation_scale,
-        initial_scale=initial_scale,
-        sigma=sigma,
-        rho=rho,
-        beta=beta,
-        observation=observation,
-        observation_scale=observation_scale,
-        logit_scale=logit_scale,
-        observed_steps=observed_steps,
-    )
-    return build_state_space_model(spec, _common.resolve_dtype(dtype))
+    return _build("lorenz_system", locals())
 
 
 def van_der_pol(
@@ -398,38 +363,22 @@ def van_der_pol(
     x{s}[0])``. Defaults follow the EMF paper's code (120 steps, dt 0.05, mu 1, logits 1 x).
 
     Args:
-      num_steps: number of time steps.
-      step_size: Euler step ``dt``.
-      mu: the damping parameter.
-      innovation_scale: diffusion scale (per-step noise ``sqrt(dt) * innovation_scale``).
-      initial_scale: scale of the initial state.
-      observation: "regression" or "classification".
-      observation_scale: Gaussian observation noise (regression).
-      logit_scale: factor on the logits (classification).
-      observed_steps: observed time indices; None observes all.
-      dtype: floating dtype; None for JAX's default float.
+      mu: the damping parameter. The other arguments are :func:`lorenz_system`'s.
 
     Returns:
-      A ``tfd.JointDistributionCoroutineAutoBatched`` over ``x0 ... x{T-1}`` (each of shape
-      ``[2]``) and ``obs``.
+      The joint distribution over ``x0 ... x{T-1}`` (each of shape ``[2]``) and ``obs``.
 
     Example:
       >>> model = van_der_pol(3, observation="classification")
       >>> model.dtype[-1] == model.dtype.obs
       True
     """
-    spec = van_der_pol_spec(
-        num_steps,
-        step_size=step_size,
-        mu=mu,
-        innovation_scale=innovation_scale,
-        initial_scale=initial_scale,
-        observation=observation,
-        observation_scale=observation_scale,
-        logit_scale=logit_scale,
-        observed_steps=observed_steps,
-    )
-    return build_state_space_model(spec, _common.resolve_dtype(dtype))
+    return _build("van_der_pol", locals())
+
+
+brownian_motion_spec = _spec_function(brownian_motion)
+lorenz_system_spec = _spec_function(lorenz_system)
+van_der_pol_spec = _spec_function(van_der_pol)
 
 
 def brownian_exact_posterior(

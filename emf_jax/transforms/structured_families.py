@@ -189,7 +189,55 @@ class LogitStickBreaking(tfb.Bijector):
                                 jnp.asarray(output_shape)[-1:] - 1])
 
 
-class PartialCorrelationCholesky(tfb.Bijector):
+class _TriangularFactorBijector(tfb.Bijector):
+    """What the two matrix bijectors share: a flat vector to a matrix ``L`` or ``L Lᵀ``.
+
+    A subclass sets ``_dimension`` (``d``) and ``_output_cholesky`` and defines
+    `_cholesky_and_log_det` (``u ↦ (L, log-det)``), `_inverse` and `_num_coordinates` (the
+    length of ``u``); the log-determinants and the event shapes follow from those here.
+    """
+
+    _dimension: int
+    _output_cholesky: bool
+
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        return {}
+
+    def _cholesky_and_log_det(self, u):
+        raise NotImplementedError
+
+    def _num_coordinates(self) -> int:
+        raise NotImplementedError
+
+    def _forward(self, u):
+        chol = self._cholesky_and_log_det(u)[0]
+        return chol if self._output_cholesky else chol @ jnp.swapaxes(chol, -1, -2)
+
+    def _forward_log_det_jacobian(self, u):
+        return self._cholesky_and_log_det(u)[1]
+
+    def _inverse_log_det_jacobian(self, x):
+        return -self._cholesky_and_log_det(self._inverse(x))[1]
+
+    def _forward_event_shape(self, input_shape):
+        shape = _shape_tuple(input_shape)
+        return tfp.tf2jax.TensorShape(shape[:-1] + (self._dimension, self._dimension))
+
+    def _inverse_event_shape(self, output_shape):
+        shape = _shape_tuple(output_shape)
+        return tfp.tf2jax.TensorShape(shape[:-2] + (self._num_coordinates(),))
+
+    def _forward_event_shape_tensor(self, input_shape):
+        d = self._dimension
+        return jnp.concatenate([jnp.asarray(input_shape)[:-1], jnp.array([d, d])])
+
+    def _inverse_event_shape_tensor(self, output_shape):
+        return jnp.concatenate([jnp.asarray(output_shape)[:-2],
+                                jnp.array([self._num_coordinates()])])
+
+
+class PartialCorrelationCholesky(_TriangularFactorBijector):
     """C-vine: logits of canonical partial correlations to a correlation matrix (or its factor).
 
     ``u ∈ ℝ^{d(d−1)/2}`` (the strictly lower triangle, row by row) ↦ ``z = tanh(u/2)`` ↦
@@ -228,10 +276,6 @@ class PartialCorrelationCholesky(tfb.Bijector):
                          is_constant_jacobian=False, validate_args=validate_args,
                          parameters=parameters, name=name)
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return {}
-
     def _cholesky_and_log_det(self, u):
         d = self._dimension
         log_1mz2 = 2 * _LOG2 + jax.nn.log_sigmoid(u) + jax.nn.log_sigmoid(-u)
@@ -247,10 +291,6 @@ class PartialCorrelationCholesky(tfb.Bijector):
             log_det = log_det + jnp.sum(np.arange(d - 1, -1, -1) * log_diag, axis=-1)
         return chol, log_det
 
-    def _forward(self, u):
-        chol = self._cholesky_and_log_det(u)[0]
-        return chol if self._output_cholesky else chol @ jnp.swapaxes(chol, -1, -2)
-
     def _inverse(self, x):
         d = self._dimension
         chol = x if self._output_cholesky else jnp.linalg.cholesky(x)
@@ -262,31 +302,13 @@ class PartialCorrelationCholesky(tfb.Bijector):
         r_next = rest[..., rows, cols + 1]
         return 2 * jnp.sign(entry) * (jnp.log(r_j + jnp.abs(entry)) - jnp.log(r_next))
 
-    def _forward_log_det_jacobian(self, u):
-        return self._cholesky_and_log_det(u)[1]
 
-    def _inverse_log_det_jacobian(self, x):
-        return -self._cholesky_and_log_det(self._inverse(x))[1]
-
-    def _forward_event_shape(self, input_shape):
-        shape = _shape_tuple(input_shape)
-        return tfp.tf2jax.TensorShape(shape[:-1] + (self._dimension, self._dimension))
-
-    def _inverse_event_shape(self, output_shape):
-        shape = _shape_tuple(output_shape)
+    def _num_coordinates(self) -> int:
         d = self._dimension
-        return tfp.tf2jax.TensorShape(shape[:-2] + (d * (d - 1) // 2,))
-
-    def _forward_event_shape_tensor(self, input_shape):
-        d = self._dimension
-        return jnp.concatenate([jnp.asarray(input_shape)[:-1], jnp.array([d, d])])
-
-    def _inverse_event_shape_tensor(self, output_shape):
-        d = self._dimension
-        return jnp.concatenate([jnp.asarray(output_shape)[:-2], jnp.array([d * (d - 1) // 2])])
+        return d * (d - 1) // 2
 
 
-class BartlettWishart(tfb.Bijector):
+class BartlettWishart(_TriangularFactorBijector):
     """The Bartlett decomposition: unconstrained coordinates to a Wishart matrix (or factor).
 
     ``u = [u_diag (d), u_off (d(d−1)/2, row by row)]`` ↦ ``c = B(u_diag)`` (the Chi2 map's
@@ -325,10 +347,6 @@ class BartlettWishart(tfb.Bijector):
                          is_constant_jacobian=False, validate_args=validate_args,
                          parameters=parameters, name=name)
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return {}
-
     def _diag_forward(self, u_diag):
         b = self._diag_bijector
         if b is None:
@@ -349,10 +367,6 @@ class BartlettWishart(tfb.Bijector):
                    + d * _LOG2 + jnp.sum((d - i) * log_l, -1))
         return chol, log_det
 
-    def _forward(self, u):
-        chol = self._cholesky_and_log_det(u)[0]
-        return chol if self._output_cholesky else chol @ jnp.swapaxes(chol, -1, -2)
-
     def _inverse(self, x):
         d = self._dimension
         chol = x if self._output_cholesky else jnp.linalg.cholesky(x)
@@ -364,28 +378,10 @@ class BartlettWishart(tfb.Bijector):
         rows, cols = _strict_lower(d)
         return jnp.concatenate([u_diag, a[..., rows, cols]], axis=-1)
 
-    def _forward_log_det_jacobian(self, u):
-        return self._cholesky_and_log_det(u)[1]
 
-    def _inverse_log_det_jacobian(self, x):
-        return -self._cholesky_and_log_det(self._inverse(x))[1]
-
-    def _forward_event_shape(self, input_shape):
-        shape = _shape_tuple(input_shape)
-        return tfp.tf2jax.TensorShape(shape[:-1] + (self._dimension, self._dimension))
-
-    def _inverse_event_shape(self, output_shape):
-        shape = _shape_tuple(output_shape)
+    def _num_coordinates(self) -> int:
         d = self._dimension
-        return tfp.tf2jax.TensorShape(shape[:-2] + (d * (d + 1) // 2,))
-
-    def _forward_event_shape_tensor(self, input_shape):
-        d = self._dimension
-        return jnp.concatenate([jnp.asarray(input_shape)[:-1], jnp.array([d, d])])
-
-    def _inverse_event_shape_tensor(self, output_shape):
-        d = self._dimension
-        return jnp.concatenate([jnp.asarray(output_shape)[:-2], jnp.array([d * (d + 1) // 2])])
+        return d * (d + 1) // 2
 
 
 # ------------------------------------------------------------------------------------ maps
