@@ -30,6 +30,34 @@ def _log1mexp(x: Array) -> Array:
     return jnp.where(x > -0.6931471805599453, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
 
 
+# Beyond |e| = 10 (Φ(−10) ≈ 7.6e−24, still a normal float32) log Φ comes from its asymptotic
+# series, whose first omitted term there is below 1e−7 relative.
+_LOGIT_SERIES_START = 10.0
+
+
+def _normal_logit(e: Array) -> Array:
+    """``logit Φ(e) = log Φ(e) − log Φ(−e)``, precise in both tails, from one `ndtr` only.
+
+    Why not ``log_ndtr(e) − log_ndtr(−e)``: each `log_ndtr` evaluates several branches
+    (about 450 XLA ops, measured), which made Uniform's and Logistic's maps 4–5× the cost of
+    TFP's. Here ``p = Φ(t)`` for ``t = −|e|`` (through `where`, so the gradient at 0 is
+    exact) is the smaller tail, formed without cancellation, and
+    ``|logit Φ(e)| = log(1 − p) − log p``.
+    """
+    below = e < 0
+    t = jnp.where(below, e, -e)
+    series = t < -_LOGIT_SERIES_START
+    start = jnp.full_like(t, -_LOGIT_SERIES_START)
+    # `where`, not min/max: at a tie those split the gradient between their arguments.
+    t_series = jnp.where(series, t, start)
+    inv_t2 = 1 / jnp.square(t_series)
+    log_p_series = (-0.5 * jnp.square(t_series) - jnp.log(-t_series)
+                    - 0.9189385332046727 + jnp.log1p(inv_t2 * (-1 + inv_t2 * (3 - 15 * inv_t2))))
+    p = jsp.ndtr(jnp.where(series, start, t))
+    magnitude = jnp.log1p(-p) - jnp.where(series, log_p_series, jnp.log(p))
+    return jnp.where(below, -magnitude, magnitude)
+
+
 def _broadcast(dist: Any, *params: Array) -> list[Array]:
     shape = dist.batch_shape
     return [jnp.broadcast_to(p, shape).astype(dist.dtype) for p in params]
@@ -68,7 +96,7 @@ def uniform_transform(dist: Any) -> MonotoneTransform:
     support = tfb.Sigmoid(low=low, high=high)
 
     def forward(e):
-        return jsp.log_ndtr(e) - jsp.log_ndtr(-e)
+        return _normal_logit(e)
 
     def inverse(u):
         return normal_quantile_from_log_cdf(jax.nn.log_sigmoid(u), jax.nn.log_sigmoid(-u))
@@ -222,8 +250,7 @@ def logistic_transform(dist: Any) -> MonotoneTransform:
       1.0
     """
     return _location_scale_transform(
-        dist, lambda e, s: s * (jsp.log_ndtr(e) - jsp.log_ndtr(-e)),
-        lambda a: jax.nn.log_sigmoid(-a))
+        dist, lambda e, s: s * _normal_logit(e), lambda a: jax.nn.log_sigmoid(-a))
 
 
 @register_transform(tfd.Cauchy)
