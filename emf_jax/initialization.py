@@ -319,17 +319,23 @@ def gaussian_warm_start(
                                       jnp.arange(num_steps))
         return params
 
-    trained = jax.vmap(pilot)(candidates)
+    # Candidates one after another (`lax.map`), not vmapped: a batched candidate axis would
+    # batch the structured layer's CPU fusion barriers (see `emf_jax.structured`), and the
+    # pilot of a long Python-loop model would compile as O(T²).
+    trained = jax.lax.map(pilot, candidates)
     z_eval = jax.random.normal(eval_key, (num_eval_draws, event_size), dtype)
-    terms = jax.vmap(lambda p: _elbo_terms(forward_and_log_det, target_log_prob_fn, p,
-                                           z_eval))(trained)
+    # One pass over the evaluation draws and their probe copies at `probe_scale`: each copy
+    # of the model's program in this function is compiled, and a long one costs seconds.
+    both = jax.lax.map(lambda p: _elbo_terms(forward_and_log_det, target_log_prob_fn, p,
+                                             jnp.concatenate([z_eval, probe_scale * z_eval])),
+                       trained)
+    terms, probe_terms = both[:, :num_eval_draws], both[:, num_eval_draws:]
     finite = jnp.isfinite(terms)
     num_finite = jnp.sum(finite, axis=1)
     zero = jnp.zeros((), terms.dtype)
     elbos = (jnp.sum(jnp.where(finite, terms, zero), axis=1)
              / jnp.maximum(num_finite, 1).astype(terms.dtype))
-    probe_finite = jax.vmap(lambda p: jnp.all(jnp.isfinite(_elbo_terms(
-        forward_and_log_det, target_log_prob_fn, p, probe_scale * z_eval))))(trained)
+    probe_finite = jnp.all(jnp.isfinite(probe_terms), axis=1)
     full = (num_finite == num_eval_draws) & probe_finite
     first = jnp.argmax(full)
     best = jnp.argmax(jnp.where(full, elbos, -jnp.inf))
