@@ -113,9 +113,9 @@ def stochastic_volatility(*, markov_chain: bool, num_steps: int = 100,
 
     With ``markov_chain=True`` the log-volatility is one ``tfd.MarkovChain`` (inference_gym's
     ``use_markov_chain=True``); else one scalar variable per step in a Python loop, each
-    return observed right after its step. (inference_gym's default writes that loop as a
-    nested coroutine; nested joint distributions are not traced by emf_jax yet, so here the
-    loop is inlined in the top-level coroutine: the same density.)
+    return observed right after its step: the same density as inference_gym's default,
+    which writes that loop as a nested coroutine (that form is
+    :func:`stochastic_volatility_nested`).
     """
     import jax.numpy as jnp
 
@@ -155,6 +155,57 @@ def stochastic_volatility(*, markov_chain: bool, num_steps: int = 100,
         description=(f"stochastic volatility of the last {num_steps} S&P 500 daily returns "
                      f"(inference_gym StochasticVolatilitySP500Small), log-volatility as "
                      f"{kind}; Beta/Cauchy/HalfCauchy priors"),
+        truth_name="sv_sp500")
+
+
+def stochastic_volatility_nested(*, num_steps: int = 100, dtype: Any = np.float32
+                                 ) -> RealTarget:
+    """The same stochastic-volatility posterior as :func:`stochastic_volatility`, written as
+    inference_gym's default ``StochasticVolatility`` writes it: the log-volatility is a
+    **nested** ``tfd.JointDistributionCoroutine`` (a generator with a Python loop of
+    ``num_steps`` scalar steps, ``autoregressive_series_fn``) yielded by the outer program,
+    and the returns are one ``tfd.Independent`` of the stacked path::
+
+        log_volatility = yield tfd.JointDistributionCoroutine(
+            functools.partial(autoregressive_series_fn, ...), name="log_volatility")
+        yield tfd.Independent(tfd.Normal(0, exp(stack(log_volatility) / 2)), 1, ...)
+
+    Its latents, flattened in model order, coincide with the Markov-chain form's, so it
+    shares that ground truth (``sv_sp500``).
+    """
+    import jax.numpy as jnp
+
+    tfp = _tfp()
+    tfd, tfb = tfp.distributions, tfp.bijectors
+    c = _const(dtype)
+    root = tfd.JointDistributionCoroutine.Root
+    returns = c(sp500_centered_returns(num_steps))
+
+    def autoregressive_series_fn(num_timesteps, mean, noise_scale, persistence):
+        x_t = yield root(tfd.Normal(loc=mean,
+                                    scale=noise_scale / jnp.sqrt(1.0 - persistence ** 2)))
+        for _ in range(num_timesteps - 1):
+            x_t = yield tfd.Normal(loc=mean + persistence * (x_t - mean), scale=noise_scale)
+
+    def program():
+        phi, mu, sigma = yield from _sv_priors(c, tfd, tfb)
+        log_volatility = yield tfd.JointDistributionCoroutine(
+            functools.partial(autoregressive_series_fn, num_timesteps=num_steps, mean=mu,
+                              noise_scale=sigma, persistence=phi),
+            name="log_volatility")
+        yield tfd.Independent(
+            tfd.Normal(loc=c(0.0), scale=jnp.exp(jnp.stack(log_volatility, axis=-1) / 2.0)),
+            1, name="returns")
+
+    observations = {"returns": returns}
+    model = tfd.JointDistributionCoroutine(program)
+    return RealTarget(
+        name="sv_sp500_nested", model=model,
+        pinned_model=model.experimental_pin(**observations), observations=observations,
+        description=(f"stochastic volatility of the last {num_steps} S&P 500 daily returns "
+                     "(inference_gym StochasticVolatilitySP500Small), log-volatility as a "
+                     "nested tfd.JointDistributionCoroutine with a Python loop of steps; "
+                     "Beta/Cauchy/HalfCauchy priors"),
         truth_name="sv_sp500")
 
 
@@ -556,6 +607,55 @@ def neals_funnel(*, num_dims: int = 10, observation_scale: float = 1.0,
         nuts_to_latents=lambda d: (d["v"], jnp.exp(d["v"] / 2.0)[..., None] * d["z"]))
 
 
+# ----------------------------------------------------------------------------- mixture
+
+
+def gaussian_mixture_dirichlet(*, num_points: int = 100, dtype: Any = np.float32,
+                               seed: int = 0) -> RealTarget:
+    """A three-component Gaussian mixture with Dirichlet mixture weights, as the Stan user
+    guide's finite mixtures (posteriordb's ``normal_mixture`` with ``K`` components) and TFP
+    users write it, the labels summed out by ``tfd.MixtureSameFamily``::
+
+        weights ~ Dirichlet(1, 1, 1)
+        locs_k ~ N(m_k, 1),  m = (-2, 0, 2)    (component-specific priors: no label switching)
+        scale ~ HalfNormal(2)
+        y_i ~ sum_k weights_k N(locs_k, scale),  i = 1..100
+
+    Data: simulated with weights (0.5, 0.3, 0.2), locs (-2.5, 0, 2.5), scale 0.8 (numpy seed
+    `seed`). The weights live on the simplex: the Dirichlet is the latent of interest.
+    """
+    import jax.numpy as jnp
+
+    tfp = _tfp()
+    tfd = tfp.distributions
+    c = _const(dtype)
+    root = tfd.JointDistributionCoroutine.Root
+    rng = np.random.default_rng(seed)
+    true_weights, true_locs = np.array([0.5, 0.3, 0.2]), np.array([-2.5, 0.0, 2.5])
+    component = rng.choice(3, size=num_points, p=true_weights)
+    y = rng.normal(true_locs[component], 0.8)
+
+    def program():
+        weights = yield root(tfd.Dirichlet(concentration=c(np.ones(3)), name="weights"))
+        locs = yield root(tfd.Independent(tfd.Normal(c([-2.0, 0.0, 2.0]), c(1.0)), 1,
+                                          name="locs"))
+        scale = yield root(tfd.HalfNormal(c(2.0), name="scale"))
+        yield tfd.Sample(tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(probs=weights),
+            components_distribution=tfd.Normal(locs, jnp.expand_dims(scale, -1))),
+            num_points, name="y")
+
+    observations = {"y": c(y)}
+    model = tfd.JointDistributionCoroutine(program)
+    return RealTarget(
+        name="gaussian_mixture_dirichlet", model=model,
+        pinned_model=model.experimental_pin(**observations), observations=observations,
+        description=(f"3-component Gaussian mixture, Dirichlet(1, 1, 1) weights, "
+                     f"{num_points} simulated points (Stan user guide / posteriordb "
+                     "normal_mixture, K = 3)"),
+        truth_name="gaussian_mixture_dirichlet")
+
+
 # ----------------------------------------------------------------------------- registry
 
 
@@ -572,6 +672,8 @@ _BUILDERS: dict[str, Callable[..., RealTarget]] = {
     "sparse_logistic_regression": sparse_logistic_regression,
     "sv_sp500_markov_chain": functools.partial(stochastic_volatility, markov_chain=True),
     "sv_sp500_loop": functools.partial(stochastic_volatility, markov_chain=False),
+    "sv_sp500_nested": stochastic_volatility_nested,
+    "gaussian_mixture_dirichlet": gaussian_mixture_dirichlet,
 }
 
 REAL_TARGET_NAMES: tuple[str, ...] = tuple(_BUILDERS)

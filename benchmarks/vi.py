@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+import jax
 import numpy as np
 
 from benchmarks._device import device_name
@@ -267,8 +268,12 @@ def load_real_reference(target: Any, num_draws: int, *, seed: int = 0
     except FileNotFoundError:
         return None
     pinned = target.pinned_model
-    names = list(pinned.event_shape._fields)
-    shapes = [tuple(s) for s in pinned.event_shape]
+    # Leaves of the latent structure in model order (a nested joint distribution's latent is
+    # itself a structure: its leaves are flattened depth first, as the model orders them).
+    leaves, treedef = jax.tree_util.tree_flatten(
+        pinned.event_shape, is_leaf=lambda s: not isinstance(s, tuple) or hasattr(s, "rank"))
+    shapes = [tuple(s) for s in leaves]
+    names = [f"leaf{i}" for i in range(len(shapes))]
     order = truth.info["latent_names"]
 
     def flat(group: dict[str, np.ndarray], lead: tuple[int, ...]) -> np.ndarray:
@@ -283,13 +288,13 @@ def load_real_reference(target: Any, num_draws: int, *, seed: int = 0
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(total, size=min(num_draws, total), replace=False))
     parts = split_flat(draws[keep], names, shapes)
-    dtype = np.dtype(pinned.dtype[0])
+    dtype = np.dtype(jax.tree.leaves(pinned.dtype)[0])
     info = truth.info
     source = (f"NUTS ({info['sampled_target']}), {info['num_draws_total']} draws, max R-hat "
               f"{info['max_rhat']:.3f}, min ESS {info['min_ess']:.0f}, "
               f"{info['num_divergences']} divergences")
-    return Reference(draws=type(pinned.event_shape)(*[np.asarray(parts[n], dtype)
-                                                       for n in names]),
+    return Reference(draws=jax.tree_util.tree_unflatten(
+                         treedef, [np.asarray(parts[n], dtype) for n in names]),
                      source=source, log_evidence=None,
                      mean=flat(truth.mean, ()), stddev=flat(truth.stddev, ()))
 
@@ -429,7 +434,8 @@ def flatten_draws(draws: Any, names: Sequence[str]) -> np.ndarray:
     """Latent draws (a structure with leaves ``[n, *event]``: named tuple or dict) as
     ``[n, D]`` in the order of `names`."""
     leaves = [draws[n] if isinstance(draws, dict) else getattr(draws, n) for n in names]
-    leaves = [np.asarray(v, np.float64) for v in leaves]
+    # A nested joint distribution's latent is a structure of leaves [n, *event].
+    leaves = [np.asarray(v, np.float64) for leaf in leaves for v in jax.tree.leaves(leaf)]
     return np.concatenate([np.reshape(v, (v.shape[0], -1)) for v in leaves], axis=-1)
 
 

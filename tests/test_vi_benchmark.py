@@ -287,3 +287,25 @@ def test_real_references_are_shared_by_equal_posteriors():
     schools = vi.load_real_reference(real_models.get_real_target("eight_schools_centered"), 10)
     assert schools.mean[0] == pytest.approx(4.4, abs=0.3)
     assert schools.mean[1] == pytest.approx(3.6, abs=0.3)
+
+
+def test_nested_real_target_reference_keeps_the_nested_structure():
+    """sv_sp500_nested (log-volatility a nested JointDistributionCoroutine) shares the Markov
+    chain form's NUTS truth: its reference draws have the model's nested structure and
+    flatten, in model order, to the chain form's."""
+    from benchmarks import real_models
+
+    chain = real_models.get_real_target("sv_sp500_markov_chain")
+    nested = real_models.get_real_target("sv_sp500_nested")
+    ref_chain = vi.load_real_reference(chain, 50, seed=1)
+    ref_nested = vi.load_real_reference(nested, 50, seed=1)
+    assert len(ref_nested.draws.log_volatility) == 100
+    np.testing.assert_array_equal(ref_nested.draws.log_volatility[17],
+                                  ref_chain.draws.log_volatility[:, 17])
+    names = list(nested.pinned_model.event_shape._fields)
+    flat_nested = vi.flatten_draws(ref_nested.draws, names)
+    flat_chain = vi.flatten_draws(ref_chain.draws, list(chain.pinned_model.event_shape._fields))
+    np.testing.assert_array_equal(flat_nested, flat_chain)
+    # The model's own log-density is finite at the reference draws (they fit its structure).
+    log_p = nested.pinned_model.unnormalized_log_prob(ref_nested.draws)
+    assert log_p.shape == (50,) and np.all(np.isfinite(np.asarray(log_p)))

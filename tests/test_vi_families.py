@@ -7,11 +7,11 @@ finite ELBO above mean field's by more than 3 standard errors of the difference 
 estimates are independent means of ``M`` draws: ``se = sqrt(var_a/M + var_b/M)``). A
 non-finite mean-field ELBO counts as −∞ (its fit failed).
 
-On the Dirichlet mixture-weight model GEMF-T does not beat mean field yet (measured: 300
-steps, 40 observations: GEMF-T −80.52, mean field −79.35; 600 steps, 15 observations and a
-Dirichlet(0.5) prior: −26.62 against −25.50; 2000 steps diverged to −2e24): that comparison
-is a strict xfail, and the default run checks that GEMF-T's fit is finite and improves on
-its initialisation.
+On the Dirichlet mixture-weight model GEMF-T used to lose to mean field from the paper's
+start (every gate 0.999; measured: 300 steps, 40 observations: GEMF-T −80.52, mean field
+−79.35). From the default start (gate candidates 0.5 / 0.01 and a Gaussian warm start,
+`emf_jax.initialization`) it wins (measured: −78.56 ± 0.01 against −79.34 ± 0.02, CPU,
+float32, the settings of the test below), so that comparison is now an ordinary test.
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
-import scipy.stats
 from tensorflow_probability.substrates import jax as tfp
 
 import emf_jax
@@ -82,22 +80,9 @@ def _dirichlet_mixture():
     return tfd.JointDistributionCoroutineAutoBatched(program).experimental_pin(y=y)
 
 
-def test_dirichlet_mixture_weights_gemf_t_fit_is_finite_and_improves():
-    """GEMF-T's ELBO draws after 300 steps are finite and stochastically larger than those at
-    its initialisation: a one-sided Mann–Whitney test at p < 1e-3 (the initial draws are too
-    heavy-tailed for a test of means)."""
-    pinned = _dirichlet_mixture()
-    before, after = _fit(pinned, *_gemf_t(pinned), num_steps=300, learning_rate=1e-2)
-    assert np.all(np.isfinite(after))
-    before = np.where(np.isfinite(before), before, -np.inf)
-    assert scipy.stats.mannwhitneyu(after, before, alternative="greater").pvalue < 1e-3
-    assert np.median(after) > np.median(before)
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="GEMF-T's ELBO stays below mean field's on this model "
-                                       "(see the module docstring)")
 def test_dirichlet_mixture_weights_gemf_t_beats_mean_field():
+    """Dirichlet(1, 1, 1) mixture weights: GEMF-T's ELBO after 300 steps is finite and above
+    mean field's by more than 3 standard errors."""
     _fit_and_compare(_dirichlet_mixture(), num_steps=300, learning_rate=1e-2)
 
 
