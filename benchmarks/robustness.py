@@ -325,17 +325,19 @@ def write_sweep_table(rows: list[dict], path: Path) -> str:
 
 def sweep(targets: Any, steps: int, sample_size: int, seed: int,
           compiler_options: Any = None) -> list[dict]:
-    """Runs :func:`sweep_one` on `targets` (default: all), merging into the saved sweep.
+    """Runs :func:`sweep_one` on `targets` (default: all, else in their order), merging into
+    the saved sweep.
 
     Rows are saved after every target (the sweep can be run in parts); a target's earlier
     rows are replaced.
     """
     known = sweep_targets()
-    chosen = known if not targets else [t for t in known if t[1] in targets]
-    unknown = set(targets or ()) - {name for _, name in known}
+    by_name = {name: (suite, name) for suite, name in known}
+    unknown = set(targets or ()) - set(by_name)
     if unknown:
         raise ValueError(f"unknown targets {sorted(unknown)}; choose from "
                          f"{[name for _, name in known]}.")
+    chosen = [by_name[name] for name in targets] if targets else known  # in the given order
     json_path = RESULTS / "robustness_sweep.json"
     rows = json.loads(json_path.read_text()) if json_path.exists() else []
     order = {t: i for i, t in enumerate(known)}
