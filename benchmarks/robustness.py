@@ -314,6 +314,10 @@ def write_sweep_table(rows: list[dict], path: Path) -> str:
         + (f"; {len(other)} not run (unsupported models)" if other else "") + ".", "",
         SWEEP_HEADER]
     lines += [_format_sweep_row(r) for r in rows]
+    missing = [name for _, name in sweep_targets()
+               if name not in {r["target"] for r in rows}]
+    if missing:
+        lines += ["", "Not yet swept: " + ", ".join(missing) + "."]
     warned = [(r, w) for r in rows for w in r.get("warnings", [])]
     if warned:
         lines += ["", "Warnings raised:", ""]
