@@ -65,13 +65,18 @@ def test_the_demo_command_with_every_method(tmp_path):
     assert out.stat().st_size > 0
 
 
-def test_architectures_benchmark(tmp_path):
+@pytest.mark.parametrize("methods", [
+    ["flow"],
+    # GEMF-T's gate candidates and Gaussian pilot compile several programs: minutes on 2 cores.
+    pytest.param(["flow", "gemf-t"], marks=pytest.mark.slow),
+])
+def test_architectures_benchmark(tmp_path, methods):
     from benchmarks import architectures
 
     out = tmp_path / "architectures.md"
-    architectures.main(["--methods", "flow", "gemf-t", "--seeds", "1", "--steps", "2",
+    architectures.main(["--methods", *methods, "--seeds", "1", "--steps", "2",
                         "--hidden-units", "4", "4", "--out", str(out)])
-    _assert_finite_rows(out.read_text(), ["flow", "gemf-t"])
+    _assert_finite_rows(out.read_text(), methods)
 
 
 def test_mif_benchmark(tmp_path):
@@ -108,7 +113,9 @@ def test_density_drift_benchmark(tmp_path, monkeypatch):
     _assert_finite_rows(text.replace("| nan |", "|"), ["maf"])
 
 
+@pytest.mark.slow
 def test_structured_benchmark(tmp_path, monkeypatch):
+    """Its accuracy table jit-compiles every family at every parameter case (minutes)."""
     from benchmarks import structured
 
     monkeypatch.setattr(structured, "RESULTS_DIR", tmp_path)
