@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -76,12 +77,12 @@ def run(path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: Any = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", type=Path, required=True,
                         help="a checkout of the earlier version")
     parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # The worker is this file's: copy it into the earlier checkout if it lacks one.
     target = args.against / "benchmarks" / "house_speed.py"
     if not target.exists():
@@ -108,6 +109,7 @@ def main() -> None:
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "house_speed.md").write_text(text, encoding="utf-8")
+    return text
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,13 +78,17 @@ def min_ess(draws: jax.Array) -> float:
     return float(jnp.min(ess))
 
 
-def main() -> None:
+def main(argv: Any = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few steps and draws: checks that the script runs (tests)")
     parser.add_argument("--dim", type=int, default=10)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     fit_steps, num_draws, num_warmup = (300, 200, 200) if args.quick else (3000, 1000, 500)
     num_chains, leapfrog = 4, 8
+    if args.smoke:
+        fit_steps, num_draws, num_warmup, num_chains, leapfrog = 2, 10, 10, 2, 2
     pinned = funnel(args.dim)
     target = pinned.unnormalized_log_prob
 
@@ -127,7 +132,8 @@ def main() -> None:
         f"Device: {device_name()}. GEMF-T fit: {fit_steps} Adam steps (lr 1e-3, 16 draws), "
         f"{fit_seconds:.1f} s. HMC: {num_chains} chains, {num_warmup} warm-up + {num_draws} "
         f"draws, {leapfrog} leapfrog steps, dual-averaging step size. Command: "
-        f"`python -m benchmarks.neutra{' --quick' if args.quick else ''}`.", "",
+        f"`python -m benchmarks.neutra{' --quick' if args.quick else ''}"
+        f"{' --smoke' if args.smoke else ''}`.", "",
         "| sampler | min ESS | ESS / 1000 gradients | E[v] | sd[v] | wall s |",
         "|---|---|---|---|---|---|",
     ]
@@ -135,9 +141,10 @@ def main() -> None:
               for r in rows]
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.quick:
+    if not (args.quick or args.smoke):
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "neutra.md").write_text(text, encoding="utf-8")
+    return text
 
 
 if __name__ == "__main__":

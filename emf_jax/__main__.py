@@ -1,6 +1,6 @@
 """The emf_jax demo: variational inference on a Brownian bridge with four surrogates.
 
-    python -m emf_jax [--steps N] [--out emf_demo.png] [--no-progress]
+    python -m emf_jax [--steps N] [--out emf_demo.png] [--no-progress] [--methods ...]
 
 Brownian motion with missing middle observations (30 steps, innovation 0.1, Gaussian
 observation noise 0.15, observed at t = 0..9 and 20..29; inference_gym's data), fitted with
@@ -26,14 +26,23 @@ TARGET = "brownian_bridge_r_gym"
 ELBO_SAMPLES = 4000
 
 
-def _methods(pinned: Any) -> dict[str, tuple[Callable, Callable, float]]:
-    """name -> (init_fn, build_fn, learning rate)."""
-    return {
-        "mean field": (*build_surrogate_stateless("mean-field", pinned), 1e-2),
-        "ASVI": (*build_surrogate_stateless("asvi", pinned), 1e-2),
-        "IAF": (*build_surrogate_stateless("iaf", pinned, hidden_units=(512, 512)), 1e-3),
-        "GEMF-T": (*build_surrogate_stateless("gemf-t", pinned, hidden_units=(512, 512)), 1e-3),
-    }
+# name -> (surrogate registry name, builder options, learning rate)
+METHODS: dict[str, tuple[str, dict, float]] = {
+    "mean field": ("mean-field", {}, 1e-2),
+    "ASVI": ("asvi", {}, 1e-2),
+    "IAF": ("iaf", {"hidden_units": (512, 512)}, 1e-3),
+    "GEMF-T": ("gemf-t", {"hidden_units": (512, 512)}, 1e-3),
+}
+
+
+def _methods(pinned: Any, names: Any = tuple(METHODS)
+             ) -> dict[str, tuple[Callable, Callable, float]]:
+    """name -> (init_fn, build_fn, learning rate), built only for `names` (building costs)."""
+    built = {}
+    for name in names:
+        kind, options, lr = METHODS[name]
+        built[name] = (*build_surrogate_stateless(kind, pinned, **options), lr)
+    return built
 
 
 def _elbo(pinned: Any, surrogate: Any, seed: jax.Array) -> tuple[float, float]:
@@ -88,6 +97,8 @@ def main(argv: Any = None) -> dict[str, dict]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="emf_demo.png", help="path of the PNG of marginals")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="the surrogates to fit (default: all four)")
     args = parser.parse_args(argv)
 
     target = models.get_target(TARGET)
@@ -96,7 +107,7 @@ def main(argv: Any = None) -> dict[str, dict]:
     print(f"{target.description}\nexact log p(y) = {log_evidence:.4f}\n")
 
     results: dict[str, dict] = {}
-    for index, (name, (init_fn, build_fn, lr)) in enumerate(_methods(pinned).items()):
+    for index, (name, (init_fn, build_fn, lr)) in enumerate(_methods(pinned, args.methods).items()):
         start = time.perf_counter()
         fit = fit_vi(pinned.unnormalized_log_prob, build_fn, init_fn(jax.random.key(args.seed)),
                      optimizer=optax.adam(lr), num_steps=args.steps,
