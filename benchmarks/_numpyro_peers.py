@@ -73,13 +73,13 @@ def make_peer(target: Any, method: str, budget: Any, *, library_defaults: bool =
         (``AutoBNAFNormal``, NumPyro's defaults: one flow, hidden factors [8, 8]) or
         "numpyro_mvn" (``AutoMultivariateNormal``, NumPyro's defaults: init_to_uniform,
         init_scale 0.1).
-      budget: a ``benchmarks.vi.Budget``.
+      budget: a ``benchmarks._common.Budget``.
       library_defaults: build ``AutoIAFNormal`` with NumPyro's defaults (3 flows, hidden
         ``[D, D]``, ELU) instead of the paper's baseline configuration (the real suite: a new
         user's first experience).
 
     Returns:
-      A ``benchmarks.vi.MethodRun``.
+      A ``benchmarks._common.MethodRun``.
 
     Raises:
       ImportError: if NumPyro is not installed.
@@ -95,7 +95,7 @@ def make_peer(target: Any, method: str, budget: Any, *, library_defaults: bool =
     from numpyro.infer.autoguide import AutoBNAFNormal, AutoIAFNormal, AutoMultivariateNormal
     from numpyro.optim import optax_to_numpyro
 
-    from benchmarks.vi import MethodRun, learning_rates, make_optimizer
+    from benchmarks._common import MethodRun, learning_rates, make_optimizer
     from emf_jax.diagnostics import psis_khat
 
     flat = _FlatTarget(target.pinned_model)
