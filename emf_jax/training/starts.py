@@ -36,8 +36,8 @@ from emf_jax.training.data import num_rows
 from emf_jax.training.engine import _tree_all_finite
 from emf_jax.training.losses import row_nll
 
-__all__ = ["DEFAULT_PILOT_STEPS", "PilotResult", "StartCandidates", "choose_start",
-           "pilot_starts"]
+__all__ = ["DEFAULT_PILOT_STEPS", "StartCandidates", "choose_start"]
+# PilotResult and pilot_starts are fit_density's machinery, not public API.
 
 PyTree = Any
 
