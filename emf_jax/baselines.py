@@ -19,7 +19,7 @@ the EMF surrogate builder with the paper's IAF settings.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -107,6 +107,48 @@ def _check_params(params: Any, expected: Sequence[str], builder: str) -> None:
         )
 
 
+class _GaussianFamily(NamedTuple):
+    """What tells the mean-field and full-rank surrogates apart; the rest is shared.
+
+    ``initial_raw(size, dtype)`` is the initial unconstrained scale parameter (stored under
+    ``raw_key``) and ``base(loc, raw)`` the Gaussian on the flat unconstrained vector.
+    """
+
+    builder: str
+    raw_key: str
+    initial_raw: Callable[[int, np.dtype], jax.Array]
+    base: Callable[[jax.Array, jax.Array], tfd.Distribution]
+    name: str
+
+
+def _flat_gaussian_surrogate(model: JointModel, dtype: Optional[DTypeLike],
+                             initial_loc_radius: float, initial_scale: float,
+                             family: _GaussianFamily) -> tuple[InitFn, BuildFn]:
+    """A Gaussian on the flat unconstrained latents, pushed through the model's bijector.
+
+    One function for both Gaussian baselines, so that their argument checks, parameter
+    layout (``{"loc", family.raw_key}``) and output bijector cannot drift apart.
+    """
+    layout = flat_latent_layout(model)
+    dtype = _float_dtype(dtype, layout)
+    _check_initial_loc_radius(initial_loc_radius)
+    _check_positive(initial_scale, "initial_scale")
+    size = layout.total_size
+
+    def init_fn(seed: Any) -> Params:
+        return {
+            "loc": _initial_loc(_as_key(seed), size, initial_loc_radius, dtype),
+            family.raw_key: family.initial_raw(size, dtype),
+        }
+
+    def build_fn(params: Params) -> tfd.Distribution:
+        _check_params(params, ("loc", family.raw_key), family.builder)
+        base = family.base(params["loc"], params[family.raw_key])
+        return tfd.TransformedDistribution(base, layout.flat_bijector(), name=family.name)
+
+    return init_fn, build_fn
+
+
 # ----------------------------------------------------------------------------------------------
 # Mean field.
 
@@ -159,28 +201,16 @@ def build_mean_field_surrogate_stateless(
       >>> x["s"].shape, bool((x["s"] > 0).all())
       ((4,), True)
     """
-    layout = flat_latent_layout(model)
-    dtype = _float_dtype(dtype, layout)
-    _check_initial_loc_radius(initial_loc_radius)
-    _check_positive(initial_scale, "initial_scale")
-    size = layout.total_size
+    def raw_scale(size: int, dtype: np.dtype) -> jax.Array:
+        return jnp.full((size,), _softplus_inverse(jnp.asarray(initial_scale, dtype)), dtype)
 
-    def init_fn(seed: Any) -> Params:
-        key = _as_key(seed)
-        raw = _softplus_inverse(jnp.asarray(initial_scale, dtype))
-        return {
-            "loc": _initial_loc(key, size, initial_loc_radius, dtype),
-            "raw_scale": jnp.full((size,), raw, dtype),
-        }
+    def base(loc: jax.Array, raw: jax.Array) -> tfd.Distribution:
+        return tfd.MultivariateNormalDiag(loc=loc, scale_diag=jax.nn.softplus(raw))
 
-    def build_fn(params: Params) -> tfd.Distribution:
-        _check_params(params, ("loc", "raw_scale"), "build_mean_field_surrogate_stateless")
-        base = tfd.MultivariateNormalDiag(
-            loc=params["loc"], scale_diag=jax.nn.softplus(params["raw_scale"])
-        )
-        return tfd.TransformedDistribution(base, layout.flat_bijector(), name="MeanFieldSurrogate")
-
-    return init_fn, build_fn
+    return _flat_gaussian_surrogate(
+        model, dtype, initial_loc_radius, initial_scale,
+        _GaussianFamily("build_mean_field_surrogate_stateless", "raw_scale", raw_scale, base,
+                        "MeanFieldSurrogate"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,10 +225,7 @@ def _scale_tril_from_raw(raw: jax.Array) -> jax.Array:
 
 
 def build_full_rank_surrogate_stateless(
-    model: JointModel,
-    *,
-    dtype: Optional[DTypeLike] = None,
-    initial_loc_radius: float = 2.0,
+    model: JointModel, *, dtype: Optional[DTypeLike] = None, initial_loc_radius: float = 2.0,
     initial_scale: float = 1e-2,
 ) -> tuple[InitFn, BuildFn]:
     """Builds a full-rank Gaussian surrogate on one flat vector of the unconstrained latents.
@@ -210,13 +237,9 @@ def build_full_rank_surrogate_stateless(
     keeps the compiled program small for models with many variables.
 
     Args:
-      model: a pinned joint distribution (``model.experimental_pin(...)``) or an unpinned
-        ``tfd.JointDistribution``; its latent variables must be real-valued.
-      dtype: floating dtype of the parameters and samples. Default: the dtype of the model's
-        latent variables.
-      initial_loc_radius: initial locations are drawn uniformly from
-        ``[-initial_loc_radius, initial_loc_radius]`` in the unconstrained space; ``0`` starts
-        at the origin.
+      model: as for :func:`build_mean_field_surrogate_stateless`.
+      dtype: as for :func:`build_mean_field_surrogate_stateless`.
+      initial_loc_radius: as for :func:`build_mean_field_surrogate_stateless`.
       initial_scale: ``L`` starts as ``initial_scale * I``.
 
     Returns:
@@ -225,16 +248,9 @@ def build_full_rank_surrogate_stateless(
       surrogate ``tfd.Distribution``.
 
     Raises:
-      TypeError: if ``model`` is not a joint distribution, a latent is not real-valued, or
-        ``dtype`` is not floating.
-      ValueError: if an option is out of range or the model's latents cannot be laid out as
-        one vector (see :func:`emf_jax._structure.flat_latent_layout`).
+      TypeError, ValueError: as :func:`build_mean_field_surrogate_stateless` does.
 
-    Example:
-      >>> import jax
-      >>> from tensorflow_probability.substrates import jax as tfp
-      >>> from emf_jax.baselines import build_full_rank_surrogate_stateless
-      >>> tfd = tfp.distributions
+    Example (with this module's ``jax`` and ``tfd``; imports as in the mean-field example):
       >>> model = tfd.JointDistributionNamed(dict(
       ...     a=tfd.Normal(0.0, 1.0), b=lambda a: tfd.Normal(a, 1.0)))
       >>> init_fn, build_fn = build_full_rank_surrogate_stateless(model)
@@ -244,29 +260,17 @@ def build_full_rank_surrogate_stateless(
       >>> sorted(build_fn(params).sample(seed=jax.random.PRNGKey(1)))
       ['a', 'b']
     """
-    layout = flat_latent_layout(model)
-    dtype = _float_dtype(dtype, layout)
-    _check_initial_loc_radius(initial_loc_radius)
-    _check_positive(initial_scale, "initial_scale")
-    size = layout.total_size
-
-    def init_fn(seed: Any) -> Params:
-        key = _as_key(seed)
+    def raw_scale_tril(size: int, dtype: np.dtype) -> jax.Array:
         raw_diag = _softplus_inverse(jnp.asarray(initial_scale, dtype))
-        raw_matrix = jnp.eye(size, dtype=dtype) * raw_diag
-        return {
-            "loc": _initial_loc(key, size, initial_loc_radius, dtype),
-            "raw_scale_tril": tfp.math.fill_triangular_inverse(raw_matrix),
-        }
+        return tfp.math.fill_triangular_inverse(jnp.eye(size, dtype=dtype) * raw_diag)
 
-    def build_fn(params: Params) -> tfd.Distribution:
-        _check_params(params, ("loc", "raw_scale_tril"), "build_full_rank_surrogate_stateless")
-        base = tfd.MultivariateNormalTriL(
-            loc=params["loc"], scale_tril=_scale_tril_from_raw(params["raw_scale_tril"])
-        )
-        return tfd.TransformedDistribution(base, layout.flat_bijector(), name="FullRankSurrogate")
+    def base(loc: jax.Array, raw: jax.Array) -> tfd.Distribution:
+        return tfd.MultivariateNormalTriL(loc=loc, scale_tril=_scale_tril_from_raw(raw))
 
-    return init_fn, build_fn
+    return _flat_gaussian_surrogate(
+        model, dtype, initial_loc_radius, initial_scale,
+        _GaussianFamily("build_full_rank_surrogate_stateless", "raw_scale_tril",
+                        raw_scale_tril, base, "FullRankSurrogate"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,11 +433,7 @@ def build_asvi_surrogate_stateless(
         model's, or the model's latents are not supported (see
         :func:`emf_jax._structure.flat_latent_layout`).
 
-    Example:
-      >>> import jax
-      >>> from tensorflow_probability.substrates import jax as tfp
-      >>> from emf_jax.baselines import build_asvi_surrogate_stateless
-      >>> tfd = tfp.distributions
+    Example (with this module's ``jax`` and ``tfd``; imports as in the mean-field example):
       >>> model = tfd.JointDistributionNamed(dict(
       ...     mu=tfd.Normal(0.0, 1.0), y=lambda mu: tfd.Normal(mu, 1.0)))
       >>> init_fn, build_fn = build_asvi_surrogate_stateless(model.experimental_pin(y=0.5))
@@ -525,12 +525,10 @@ def build_iaf_surrogate_stateless(
       >>> from tensorflow_probability.substrates import jax as tfp
       >>> from emf_jax.baselines import build_iaf_surrogate_stateless
       >>> tfd = tfp.distributions
-      >>> model = tfd.JointDistributionNamed(dict(
-      ...     s=tfd.HalfNormal(1.0), y=lambda s: tfd.Normal(0.0, s)))
-      >>> init_fn, build_fn = build_iaf_surrogate_stateless(
-      ...     model.experimental_pin(y=0.5), hidden_units=(8,))
+      >>> prior = tfd.JointDistributionNamed(dict(rate=tfd.Gamma(2.0, 1.0)))  # all latent
+      >>> init_fn, build_fn = build_iaf_surrogate_stateless(prior, hidden_units=(8,))
       >>> x = build_fn(init_fn(jax.random.PRNGKey(0))).sample(4, seed=jax.random.PRNGKey(1))
-      >>> bool((x["s"] > 0).all())
+      >>> bool((x["rate"] > 0).all())
       True
     """
     flow = build_embedded_flow(
