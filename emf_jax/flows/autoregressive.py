@@ -32,6 +32,7 @@ from emf_jax.flows.base import (
     PRNGKey,
     affine_elementwise,
     check_input,
+    resolve_elementwise,
     validate_event_size,
 )
 from emf_jax.flows.made import InputOrder, made
@@ -96,10 +97,7 @@ def masked_autoregressive_layer(
     """
     event_size = validate_event_size(event_size)
     direction = validate_direction(direction)
-    if elementwise is None:
-        elementwise = affine_elementwise()
-    if not isinstance(elementwise, Elementwise):
-        raise TypeError(f"elementwise must be an Elementwise, got {type(elementwise).__name__}")
+    elementwise = resolve_elementwise(elementwise)
     net = made(event_size, elementwise.num_params, hidden_units=hidden_units,
                activation=activation, input_order=input_order,
                output_init_scale=output_init_scale, dtype=dtype)
@@ -107,27 +105,27 @@ def masked_autoregressive_layer(
     def init(key: PRNGKey) -> Params:
         return {"conditioner": net.init(key)}
 
-    def forward_and_log_det(params: Params, x: Array) -> tuple[Array, Array]:
-        x = check_input(x, event_size)
-        cond = params["conditioner"]
-        if direction == "iaf":
-            y, ldj = elementwise.forward(net.apply(cond, x), x)
-        else:
-            y, ldj = _solve_sequentially(
-                lambda y: elementwise.forward(net.apply(cond, y), x), x, event_size)
-        return y, jnp.sum(ldj, axis=-1)
+    def one_direction(transform: Callable[[Array, Array], tuple[Array, Array]],
+                      one_pass: bool, name: str) -> Callable[[Params, Array], tuple[Array, Array]]:
+        """Forward or inverse: ``transform`` of ``value`` with parameters from the MADE.
 
-    def inverse_and_log_det(params: Params, y: Array) -> tuple[Array, Array]:
-        y = check_input(y, event_size, "y")
-        cond = params["conditioner"]
-        if direction == "maf":
-            x, ldj = elementwise.inverse(net.apply(cond, y), y)
-        else:
-            x, ldj = _solve_sequentially(
-                lambda x: elementwise.inverse(net.apply(cond, x), y), y, event_size)
-        return x, jnp.sum(ldj, axis=-1)
+        The MADE reads ``value`` itself in its one-pass direction (``one_pass``), else the
+        output being solved for, which takes ``event_size`` passes.
+        """
+        def apply(params: Params, value: Array) -> tuple[Array, Array]:
+            value = check_input(value, event_size, name)
+            cond = params["conditioner"]
+            if one_pass:
+                out, ldj = transform(net.apply(cond, value), value)
+            else:
+                out, ldj = _solve_sequentially(
+                    lambda out: transform(net.apply(cond, out), value), value, event_size)
+            return out, jnp.sum(ldj, axis=-1)
 
-    return Flow(init, forward_and_log_det, inverse_and_log_det, event_size)
+        return apply
+
+    return Flow(init, one_direction(elementwise.forward, direction == "iaf", "x"),
+                one_direction(elementwise.inverse, direction == "maf", "y"), event_size)
 
 
 def masked_autoregressive_flow(

@@ -36,6 +36,8 @@ __all__ = [
     "FlowBijector",
     "validate_event_size",
     "check_input",
+    "resolve_elementwise",
+    "no_params",
 ]
 
 Array = jax.Array
@@ -161,6 +163,49 @@ def check_input(x: Array, event_size: int, name: str = "x") -> Array:
     return x
 
 
+def resolve_elementwise(elementwise: Elementwise | None) -> Elementwise:
+    """The layer factories' ``elementwise=`` argument: None means `affine_elementwise()`.
+
+    One place for the default and the type check, so that the autoregressive and coupling
+    layers cannot disagree on either.
+
+    Args:
+      elementwise: an `Elementwise`, or None for the affine default.
+
+    Returns:
+      The `Elementwise` to use.
+
+    Raises:
+      TypeError: if ``elementwise`` is neither None nor an `Elementwise`.
+
+    Example:
+      >>> resolve_elementwise(None).num_params
+      2
+    """
+    if elementwise is None:
+        return affine_elementwise()
+    if not isinstance(elementwise, Elementwise):
+        raise TypeError(f"elementwise must be an Elementwise, got {type(elementwise).__name__}")
+    return elementwise
+
+
+def no_params(key: PRNGKey) -> Params:
+    """The ``init`` of a flow without parameters: ignores ``key`` and returns ``{}``.
+
+    Args:
+      key: a PRNG key (unused).
+
+    Returns:
+      An empty dict.
+
+    Example:
+      >>> no_params(None)
+      {}
+    """
+    del key
+    return {}
+
+
 def positive_from_raw(raw: Array, min_value: float) -> tuple[Array, Array]:
     """Maps raw values to ``v = 1 + (1 - min_value) * elu(raw)`` and returns ``(v, log v)``.
 
@@ -274,16 +319,12 @@ def identity_flow(event_size: int) -> Flow:
     """
     event_size = validate_event_size(event_size)
 
-    def init(key: PRNGKey) -> Params:
-        del key
-        return {}
-
     def apply(params: Params, x: Array) -> tuple[Array, Array]:
         del params
         x = check_input(x, event_size)
         return x, jnp.zeros(x.shape[:-1], x.dtype)
 
-    return Flow(init, apply, apply, event_size)
+    return Flow(no_params, apply, apply, event_size)
 
 
 def chain_flows(*flows: Flow) -> Flow:

@@ -29,6 +29,7 @@ from emf_jax.flows.base import (
     PRNGKey,
     affine_elementwise,
     check_input,
+    resolve_elementwise,
     validate_event_size,
 )
 from emf_jax.flows.made import mlp
@@ -70,10 +71,7 @@ def coupling_layer(
       [1.0]
     """
     event_size = validate_event_size(event_size)
-    if elementwise is None:
-        elementwise = affine_elementwise()
-    if not isinstance(elementwise, Elementwise):
-        raise TypeError(f"elementwise must be an Elementwise, got {type(elementwise).__name__}")
+    elementwise = resolve_elementwise(elementwise)
     split = event_size // 2
     num_transformed = event_size - split
     num_params = elementwise.num_params
@@ -130,17 +128,15 @@ def real_nvp_flow(
       permutation: between layers; see `stack_layers`. Use a non-trivial permutation, or
         every layer transforms the same half.
       permutation_seed: seed of a ``"random"`` permutation.
-      min_scale: lower bound of the affine scale.
-      max_log_scale: soft bound of each layer's ``|log scale|`` (None: unbounded); see
-        `affine_elementwise`. It keeps the density of points far outside the training
-        data from collapsing where the conditioner extrapolates.
-      max_shift: soft bound of each layer's ``|shift|`` (None: unbounded).
+      min_scale: bound of the affine map, as in `masked_autoregressive_flow`.
+      max_log_scale: bound of the affine map, as in `masked_autoregressive_flow`.
+      max_shift: bound of the affine map, as in `masked_autoregressive_flow`.
       output_init_scale: see `coupling_layer`.
       dtype: parameter dtype.
 
     Returns:
-      A `Flow` whose parameters are ``{"conditioner": ...}`` with every leaf stacked on a
-      leading axis of size ``num_layers``.
+      A `Flow` whose parameters are one coupling layer's ``{"conditioner": ...}``, stacked by
+      `stack_layers` on a leading axis of size ``num_layers``.
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -10,7 +10,7 @@ from typing import Sequence, Union
 import jax.numpy as jnp
 import numpy as np
 
-from emf_jax.flows.base import Array, Flow, Params, PRNGKey, check_input, validate_event_size
+from emf_jax.flows.base import Array, Flow, Params, check_input, no_params, validate_event_size
 
 __all__ = [
     "reverse_permutation",
@@ -131,10 +131,6 @@ def permutation_flow(permutation: Sequence[int] | np.ndarray) -> Flow:
     perm = _validate_permutation(perm, event_size)
     inv = inverse_permutation(perm)
 
-    def init(key: PRNGKey) -> Params:
-        del key
-        return {}
-
     def forward_and_log_det(params: Params, x: Array) -> tuple[Array, Array]:
         del params
         x = check_input(x, event_size)
@@ -145,4 +141,4 @@ def permutation_flow(permutation: Sequence[int] | np.ndarray) -> Flow:
         y = check_input(y, event_size, "y")
         return y[..., inv], jnp.zeros(y.shape[:-1], y.dtype)
 
-    return Flow(init, forward_and_log_det, inverse_and_log_det, event_size)
+    return Flow(no_params, forward_and_log_det, inverse_and_log_det, event_size)

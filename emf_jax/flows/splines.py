@@ -192,8 +192,8 @@ def neural_spline_flow(
       dtype: parameter dtype.
 
     Returns:
-      A `Flow` whose parameters are ``{"conditioner": ...}`` with every leaf stacked on a
-      leading axis of size ``num_layers``.
+      A `Flow` whose parameters are one spline layer's ``{"conditioner": ...}`` (a MADE's or
+      an MLP's), stacked by `stack_layers`: a leading axis of size ``num_layers``.
 
     Example:
       >>> import jax, jax.numpy as jnp
