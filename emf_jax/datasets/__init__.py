@@ -32,23 +32,12 @@ from emf_jax.datasets.time_series import (
 )
 from emf_jax.datasets.toy2d import checkerboard, diamond, eight_gaussians, two_spirals
 
-__all__ = [
-    "DATASETS",
-    "load",
-    "eight_gaussians",
-    "checkerboard",
-    "two_spirals",
-    "diamond",
-    "brownian_motion",
-    "ornstein_uhlenbeck",
-    "lorenz",
-    "van_der_pol",
-    "lorenz_drift",
-    "van_der_pol_drift",
-    "flatten_time_series",
-    "unflatten_time_series",
-    "iris_like",
-    "digits_like",
+__all__ = [  # by room: the registry, then toy2d, time_series and hierarchical
+    "DATASETS", "load",
+    "eight_gaussians", "checkerboard", "two_spirals", "diamond",
+    "brownian_motion", "ornstein_uhlenbeck", "lorenz", "van_der_pol", "lorenz_drift",
+    "van_der_pol_drift", "flatten_time_series", "unflatten_time_series",
+    "iris_like", "digits_like",
 ]
 
 Generator = Callable[..., jax.Array]

@@ -61,11 +61,16 @@ _DIGITS_LEVELS = 17  # pixel intensities are integers 0..16
 _DIGITS_CLASS_SIZE = 180
 
 
-def _check_options(group_mean: str, source: str) -> None:
+def _check_options(num_samples: int, num_items: int, group_mean: str,
+                   source: str) -> tuple[int, int]:
+    """Checks the options both group generators take; returns ``(num_samples, num_items)``."""
+    num_samples = check_int(num_samples, "num_samples", 1)
+    num_items = check_int(num_items, "num_items", 1)
     if group_mean not in _GROUP_MEANS:
         raise ValueError(f"group_mean must be one of {_GROUP_MEANS}, got {group_mean!r}.")
     if source not in _SOURCES:
         raise ValueError(f"source must be one of {_SOURCES}, got {source!r}.")
+    return num_samples, num_items
 
 
 @functools.lru_cache(maxsize=None)
@@ -235,16 +240,9 @@ def _sample_gaussian_groups(
     return jnp.concatenate([mean[:, None], items], axis=1)
 
 
-def iris_like(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    num_items: int = 9,
-    group_mean: GroupMean = "class",
-    source: Source = "auto",
-    dequantize: bool = True,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def iris_like(key: jax.Array, num_samples: int, *, num_items: int = 9,
+              group_mean: GroupMean = "class", source: Source = "auto", dequantize: bool = True,
+              dtype: DTypeLike | None = None) -> jax.Array:
     """Groups of IRIS flowers: a class mean plus ``num_items`` flowers of that class.
 
     Features are the 4 IRIS measurements standardised with the whole data set's mean and
@@ -276,9 +274,7 @@ def iris_like(
       >>> iris_like(jax.random.key(0), 3, source='synthetic').shape
       (3, 10, 4)
     """
-    num_samples = check_int(num_samples, "num_samples", 1)
-    num_items = check_int(num_items, "num_items", 1)
-    _check_options(group_mean, source)
+    num_samples, num_items = _check_options(num_samples, num_items, group_mean, source)
     dtype = resolve_dtype(dtype)
     if not _use_sklearn("iris", source):
         # Standardise with the moments of the equal-weight mixture of the classes.
@@ -302,16 +298,9 @@ def iris_like(
     )
 
 
-def digits_like(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    num_items: int = 19,
-    group_mean: GroupMean = "class",
-    source: Source = "auto",
-    alpha: float = 0.05,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def digits_like(key: jax.Array, num_samples: int, *, num_items: int = 19,
+                group_mean: GroupMean = "class", source: Source = "auto", alpha: float = 0.05,
+                dtype: DTypeLike | None = None) -> jax.Array:
     """Groups of 8 x 8 digit images in logit space: a class mean plus ``num_items`` images.
 
     Pixel intensities ``k`` in ``{0, ..., 16}`` are dequantised and logit-transformed::
@@ -340,17 +329,14 @@ def digits_like(
       An array of shape ``[N, 1 + num_items, 64]``.
 
     Raises:
-      ValueError: a bad option or ``num_items`` larger than a class.
-      ImportError: ``source='sklearn'`` without scikit-learn.
+      ValueError, ImportError: as :func:`iris_like` does.
 
     Example:
       >>> import jax
-      >>> digits_like(jax.random.key(0), 2, source='synthetic').shape
-      (2, 20, 64)
+      >>> digits_like(jax.random.key(0), 2, num_items=4, source='synthetic').shape
+      (2, 5, 64)
     """
-    num_samples = check_int(num_samples, "num_samples", 1)
-    num_items = check_int(num_items, "num_items", 1)
-    _check_options(group_mean, source)
+    num_samples, num_items = _check_options(num_samples, num_items, group_mean, source)
     alpha = check_float(alpha, "alpha", positive=True)
     if alpha >= 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}.")

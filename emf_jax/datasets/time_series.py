@@ -85,14 +85,8 @@ def _simulate(
     return jnp.swapaxes(path, 0, 1)
 
 
-def brownian_motion(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    num_steps: int = 30,
-    sigma: float = 0.1,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def brownian_motion(key: jax.Array, num_samples: int, *, num_steps: int = 30, sigma: float = 0.1,
+                    dtype: DTypeLike | None = None) -> jax.Array:
     """Discrete Brownian motion (Gaussian random walk) started at the origin.
 
     ``x_0 ~ N(0, sigma^2)`` and ``x_t = x_{t-1} + sigma * eps_t``, i.e. the partial sums of
@@ -109,9 +103,12 @@ def brownian_motion(
       An array of shape ``[N, T, 1]``.
 
     Example:
+      The variance at step ``t`` is ``(t + 1) sigma^2``:
+
       >>> import jax
-      >>> brownian_motion(jax.random.key(0), 2).shape
-      (2, 30, 1)
+      >>> x = brownian_motion(jax.random.key(0), 20000, num_steps=4, sigma=1.0)
+      >>> x.shape, [round(float(v)) for v in x[..., 0].var(axis=0)]
+      ((20000, 4, 1), [1, 2, 3, 4])
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     num_steps = check_int(num_steps, "num_steps", 1)
@@ -121,16 +118,9 @@ def brownian_motion(
     )
 
 
-def ornstein_uhlenbeck(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    num_steps: int = 30,
-    a: float = 0.8,
-    initial_scale: float = 5.0,
-    sigma: float = 0.5,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def ornstein_uhlenbeck(key: jax.Array, num_samples: int, *, num_steps: int = 30, a: float = 0.8,
+                       initial_scale: float = 5.0, sigma: float = 0.5,
+                       dtype: DTypeLike | None = None) -> jax.Array:
     """Discrete Ornstein-Uhlenbeck process (a Gaussian AR(1) chain) reverting to 0.
 
     ``x_0 ~ N(0, initial_scale^2)`` and ``x_t = a * x_{t-1} + sigma * eps_t`` (paper:
@@ -193,20 +183,10 @@ def lorenz_drift(
     return jnp.stack([sigma * (v - u), u * (rho - w) - v, u * v - beta * w], axis=-1)
 
 
-def lorenz(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    num_steps: int = 30,
-    dt: float = 0.02,
-    sigma: float = 10.0,
-    rho: float = 28.0,
-    beta: float = 8.0 / 3.0,
-    initial_loc: float = 0.0,
-    initial_scale: float = 1.0,
-    innovation_scale: float = 0.1,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def lorenz(key: jax.Array, num_samples: int, *, num_steps: int = 30, dt: float = 0.02,
+           sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0,
+           initial_loc: float = 0.0, initial_scale: float = 1.0, innovation_scale: float = 0.1,
+           dtype: DTypeLike | None = None) -> jax.Array:
     """Noisy Lorenz system integrated with Euler-Maruyama (paper: 30 steps, dt 0.02).
 
     ``x_0 ~ N(initial_loc, initial_scale^2 I_3)`` and
@@ -236,18 +216,9 @@ def lorenz(
       >>> lorenz(jax.random.key(0), 2).shape
       (2, 30, 3)
     """
-    num_samples = check_int(num_samples, "num_samples", 1)
-    num_steps = check_int(num_steps, "num_steps", 1)
-    dt = check_float(dt, "dt", positive=True)
-    field = tuple(check_float(value, name)
-                  for name, value in (("sigma", sigma), ("rho", rho), ("beta", beta)))
-    initial_loc = check_float(initial_loc, "initial_loc")
-    initial_scale = check_float(initial_scale, "initial_scale", positive=True)
-    innovation_scale = check_float(innovation_scale, "innovation_scale", nonnegative=True)
-    return _simulate(
-        key, num_samples, num_steps, 3, initial_loc, initial_scale, innovation_scale,
-        ("lorenz", dt) + field, resolve_dtype(dtype),
-    )
+    field = {"sigma": sigma, "rho": rho, "beta": beta}
+    return _euler_maruyama(key, num_samples, num_steps, dt, "lorenz", field, 3,
+                           (initial_loc, initial_scale, innovation_scale), dtype)
 
 
 def van_der_pol_drift(x: jax.Array, *, mu: float = 1.0) -> jax.Array:
@@ -271,18 +242,9 @@ def van_der_pol_drift(x: jax.Array, *, mu: float = 1.0) -> jax.Array:
     return jnp.stack([v, mu * (1.0 - p * p) * v - p], axis=-1)
 
 
-def van_der_pol(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    num_steps: int = 120,
-    dt: float = 0.05,
-    mu: float = 1.0,
-    initial_loc: float = 0.0,
-    initial_scale: float = 1.0,
-    innovation_scale: float = 0.1,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def van_der_pol(key: jax.Array, num_samples: int, *, num_steps: int = 120, dt: float = 0.05,
+                mu: float = 1.0, initial_loc: float = 0.0, initial_scale: float = 1.0,
+                innovation_scale: float = 0.1, dtype: DTypeLike | None = None) -> jax.Array:
     """Noisy Van der Pol oscillator integrated with Euler-Maruyama (paper: 120 steps, dt 0.05).
 
     ``x_0 ~ N(initial_loc, initial_scale^2 I_2)`` and
@@ -295,29 +257,44 @@ def van_der_pol(
       num_steps: number of time steps ``T`` (>= 1).
       dt: Euler step size (> 0).
       mu: damping parameter of the oscillator.
-      initial_loc: mean of both coordinates of ``x_0``.
-      initial_scale: standard deviation of both coordinates of ``x_0`` (> 0).
-      innovation_scale: standard deviation of the per-step noise (>= 0).
-      dtype: floating output dtype; ``None`` for JAX's default float dtype.
+      initial_loc: as for :func:`lorenz` (both coordinates).
+      initial_scale: as for :func:`lorenz` (both coordinates).
+      innovation_scale: as for :func:`lorenz`.
+      dtype: as for :func:`lorenz`.
 
     Returns:
-      An array of shape ``[N, T, 2]``.
+      An array of shape ``[N, T, 2]``; :func:`flatten_time_series` makes it ``[N, 2 T]``.
 
     Example:
       >>> import jax
-      >>> van_der_pol(jax.random.key(0), 2).shape
-      (2, 120, 2)
+      >>> flatten_time_series(van_der_pol(jax.random.key(0), 2, num_steps=10)).shape
+      (2, 20)
+    """
+    return _euler_maruyama(key, num_samples, num_steps, dt, "van_der_pol", {"mu": mu}, 2,
+                           (initial_loc, initial_scale, innovation_scale), dtype)
+
+
+def _euler_maruyama(key: jax.Array, num_samples: int, num_steps: int, dt: float, kind: str,
+                    field: dict[str, float], state_dim: int,
+                    start_and_noise: tuple[float, float, float],
+                    dtype: DTypeLike | None) -> jax.Array:
+    """Checks the options the Euler-Maruyama generators share, then runs `_simulate`.
+
+    ``field`` holds the vector field's parameters by name, in the order `_simulate`'s step
+    spec ``(kind, dt, *field)`` takes them; ``start_and_noise`` is ``(initial_loc,
+    initial_scale, innovation_scale)``.
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     num_steps = check_int(num_steps, "num_steps", 1)
     dt = check_float(dt, "dt", positive=True)
-    mu = check_float(mu, "mu")
+    params = tuple(check_float(value, name) for name, value in field.items())
+    initial_loc, initial_scale, innovation_scale = start_and_noise
     initial_loc = check_float(initial_loc, "initial_loc")
     initial_scale = check_float(initial_scale, "initial_scale", positive=True)
     innovation_scale = check_float(innovation_scale, "innovation_scale", nonnegative=True)
     return _simulate(
-        key, num_samples, num_steps, 2, initial_loc, initial_scale, innovation_scale,
-        ("van_der_pol", dt, mu), resolve_dtype(dtype),
+        key, num_samples, num_steps, state_dim, initial_loc, initial_scale, innovation_scale,
+        (kind, dt) + params, resolve_dtype(dtype),
     )
 
 

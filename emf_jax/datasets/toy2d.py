@@ -19,14 +19,9 @@ from emf_jax.datasets._utils import DTypeLike, check_float, check_int, resolve_d
 __all__ = ["eight_gaussians", "checkerboard", "two_spirals", "diamond"]
 
 
-def eight_gaussians(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    radius: float = 2.0 * math.sqrt(2.0),
-    scale: float = 0.5 / math.sqrt(2.0),
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def eight_gaussians(key: jax.Array, num_samples: int, *, radius: float = 2.0 * math.sqrt(2.0),
+                    scale: float = 0.5 / math.sqrt(2.0),
+                    dtype: DTypeLike | None = None) -> jax.Array:
     """Equal mixture of 8 isotropic Gaussians on a circle.
 
     The centres are ``radius * (cos(k pi / 4), sin(k pi / 4))`` for ``k = 0..7`` and each
@@ -45,9 +40,12 @@ def eight_gaussians(
       An array of shape ``[N, 2]``.
 
     Example:
-      >>> import jax
-      >>> eight_gaussians(jax.random.key(0), 4).shape
-      (4, 2)
+      With a tiny ``scale`` every point lies about ``radius`` from the origin.
+
+      >>> import jax, jax.numpy as jnp
+      >>> x = eight_gaussians(jax.random.key(0), 500, radius=2.0, scale=1e-3)
+      >>> x.shape, bool(jnp.allclose(jnp.linalg.norm(x, axis=-1), 2.0, atol=0.01))
+      ((500, 2), True)
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     radius = check_float(radius, "radius", positive=True)
@@ -65,12 +63,7 @@ def _eight_gaussians(key: jax.Array, num_samples: int, radius: float, scale: flo
     return centres + scale * jax.random.normal(key_noise, (num_samples, 2), dtype)
 
 
-def checkerboard(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def checkerboard(key: jax.Array, num_samples: int, *, dtype: DTypeLike | None = None) -> jax.Array:
     """Uniform density on the dark squares of a 4 x 4 checkerboard on ``[-4, 4]^2``.
 
     The board has squares of side 2. The square containing ``(x, y)`` is filled when
@@ -86,9 +79,12 @@ def checkerboard(
       An array of shape ``[N, 2]``.
 
     Example:
-      >>> import jax
-      >>> checkerboard(jax.random.key(0), 4).shape
-      (4, 2)
+      Every point lies on a filled square (``floor(x/2) + floor(y/2)`` even).
+
+      >>> import jax, jax.numpy as jnp
+      >>> x = checkerboard(jax.random.key(0), 500)
+      >>> bool((jnp.floor(x / 2).sum(axis=-1) % 2 == 0).all()), bool((jnp.abs(x) <= 4).all())
+      (True, True)
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     return _checkerboard(key, num_samples, resolve_dtype(dtype))
@@ -105,13 +101,8 @@ def _checkerboard(key: jax.Array, num_samples: int, dtype: jnp.dtype) -> jax.Arr
     return corner + 2.0 * jax.random.uniform(key_pos, (num_samples, 2), dtype)
 
 
-def two_spirals(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    noise: float = 0.1,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def two_spirals(key: jax.Array, num_samples: int, *, noise: float = 0.1,
+                dtype: DTypeLike | None = None) -> jax.Array:
     """Two interleaved spiral arms, symmetric about the origin (FFJORD's ``2spirals``).
 
     With ``u, v1, v2 ~ U[0, 1)``, ``n = 3 pi sqrt(u)`` (1.5 turns) and a fair sign ``s``::
@@ -150,15 +141,8 @@ def _two_spirals(key: jax.Array, num_samples: int, noise: float,
     return points + noise * jax.random.normal(key_noise, (num_samples, 2), dtype)
 
 
-def diamond(
-    key: jax.Array,
-    num_samples: int,
-    *,
-    width: int = 20,
-    bound: float = 2.5,
-    scale: float = 0.04,
-    dtype: DTypeLike | None = None,
-) -> jax.Array:
+def diamond(key: jax.Array, num_samples: int, *, width: int = 20, bound: float = 2.5,
+            scale: float = 0.04, dtype: DTypeLike | None = None) -> jax.Array:
     """A square grid of small Gaussians rotated by 45 degrees, forming a diamond.
 
     The ``width * width`` centres are the points of ``linspace(-bound, bound, width)^2``,
@@ -179,9 +163,12 @@ def diamond(
       An array of shape ``[N, 2]``.
 
     Example:
-      >>> import jax
-      >>> diamond(jax.random.key(0), 4).shape
-      (4, 2)
+      The rotated grid fills the diamond ``|x| + |y| <= bound * sqrt(2)``.
+
+      >>> import jax, jax.numpy as jnp
+      >>> x = diamond(jax.random.key(0), 500, width=5, bound=1.0, scale=1e-4)
+      >>> bool((jnp.abs(x).sum(axis=-1) <= 2 ** 0.5 + 1e-3).all())
+      True
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     width = check_int(width, "width", 1)
