@@ -21,7 +21,7 @@ Templates:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -335,6 +335,24 @@ def _walk_setup(
     return num_steps, event_size, event_shape, len(event_shape), _resolve_dtype(dtype)
 
 
+def _walk_scale_params(scales: Mapping[str, float], event_shape: tuple[int, ...],
+                       dtype: np.dtype) -> ModelParams:
+    """The walks' parameters: ``"raw_<name>"``, whose softplus is each checked ``scales[name]``.
+
+    One rule for the names, so that a walk's parameter keys and its model_fn's reads
+    (`_walk_scales`) cannot drift apart.
+    """
+    return {f"raw_{name}": _softplus_inverse(_check_positive_float(value, name), event_shape,
+                                             dtype)
+            for name, value in scales.items()}
+
+
+def _walk_scales(model_params: Mapping[str, jax.Array], names: Sequence[str],
+                 template: str) -> list[jax.Array]:
+    """The positive scales ``softplus(model_params["raw_<name>"])`` of a walk, in order."""
+    return [jax.nn.softplus(_get(model_params, f"raw_{name}", template)) for name in names]
+
+
 def random_walk(
     num_steps: int,
     event_size: int = 1,
@@ -370,7 +388,8 @@ def random_walk(
       dtype: floating dtype of the parameters; ``None`` for JAX's default float dtype.
 
     Returns:
-      ``(model_fn, model_params)``.
+      ``(model_fn, model_params)``: ``model_params`` holds the two raw scales above and
+      ``model_fn(model_params)`` builds the walk's joint distribution over ``x0 .. x{T-1}``.
 
     Raises:
       TypeError: non-integer sizes or a non-floating dtype.
@@ -386,19 +405,12 @@ def random_walk(
     num_steps, event_size, event_shape, event_ndims, dtype = _walk_setup(
         num_steps, event_size, 1, dtype
     )
-    params: ModelParams = {
-        "raw_initial_scale": _softplus_inverse(
-            _check_positive_float(initial_scale, "initial_scale"), event_shape, dtype
-        ),
-        "raw_step_scale": _softplus_inverse(
-            _check_positive_float(step_scale, "step_scale"), event_shape, dtype
-        ),
-    }
+    scales = {"initial_scale": initial_scale, "step_scale": step_scale}
+    params = _walk_scale_params(scales, event_shape, dtype)
     names = step_names(num_steps)
 
     def model_fn(model_params: Mapping[str, jax.Array]) -> tfd.JointDistribution:
-        scale0 = jax.nn.softplus(_get(model_params, "raw_initial_scale", "random_walk"))
-        scale = jax.nn.softplus(_get(model_params, "raw_step_scale", "random_walk"))
+        scale0, scale = _walk_scales(model_params, list(scales), "random_walk")
 
         def program():
             x = yield _normal(jnp.zeros_like(scale0), scale0, event_ndims, names[0])
@@ -462,23 +474,13 @@ def smooth_walk(
     num_steps, event_size, event_shape, event_ndims, dtype = _walk_setup(
         num_steps, event_size, 2, dtype
     )
-    params: ModelParams = {
-        "raw_initial_scale": _softplus_inverse(
-            _check_positive_float(initial_scale, "initial_scale"), event_shape, dtype
-        ),
-        "raw_initial_step_scale": _softplus_inverse(
-            _check_positive_float(initial_step_scale, "initial_step_scale"), event_shape, dtype
-        ),
-        "raw_step_scale": _softplus_inverse(
-            _check_positive_float(step_scale, "step_scale"), event_shape, dtype
-        ),
-    }
+    scales = {"initial_scale": initial_scale, "initial_step_scale": initial_step_scale,
+              "step_scale": step_scale}
+    params = _walk_scale_params(scales, event_shape, dtype)
     names = step_names(num_steps)
 
     def model_fn(model_params: Mapping[str, jax.Array]) -> tfd.JointDistribution:
-        scale0 = jax.nn.softplus(_get(model_params, "raw_initial_scale", "smooth_walk"))
-        scale1 = jax.nn.softplus(_get(model_params, "raw_initial_step_scale", "smooth_walk"))
-        scale = jax.nn.softplus(_get(model_params, "raw_step_scale", "smooth_walk"))
+        scale0, scale1, scale = _walk_scales(model_params, list(scales), "smooth_walk")
 
         def program():
             previous = yield _normal(jnp.zeros_like(scale0), scale0, event_ndims, names[0])
