@@ -22,6 +22,8 @@ from emf_jax import diagnostics, models
 from emf_jax.surrogates import build_surrogate_stateless
 from emf_jax.training import fit_vi
 
+__all__ = ["main"]
+
 TARGET = "brownian_bridge_r_gym"
 ELBO_SAMPLES = 4000
 

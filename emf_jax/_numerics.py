@@ -18,6 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy import special as jsp
 
+__all__ = [
+    "guard_draws",
+    "safe_where",
+    "normal_quantile_from_log_cdf",
+    "normal_log_pdf",
+    "solve_increasing",
+]
+
 Array = jax.Array
 
 _LOG_HALF = -0.6931471805599453

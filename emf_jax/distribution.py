@@ -15,6 +15,9 @@ from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax._numerics import guard_draws
 from emf_jax.architectures import EmbeddedFlow
+from emf_jax.flows.base import HoldsFlow
+
+__all__ = ["EmbeddedFlowDistribution"]
 
 tfd = tfp.distributions
 _TensorShape = type(tfd.Normal(0.0, 1.0).event_shape)
@@ -25,7 +28,7 @@ def _standard_normal_log_prob(z: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(jnp.square(z), axis=-1) - 0.5 * d * jnp.log(2 * jnp.pi).astype(z.dtype)
 
 
-class EmbeddedFlowDistribution(tfd.Distribution):
+class EmbeddedFlowDistribution(HoldsFlow[EmbeddedFlow], tfd.Distribution):
     """The push-forward of ``N(0, I_D)`` through an `EmbeddedFlow` with given parameters.
 
     ``log q(x) = log N(z) + log|det ∂z/∂x|`` with ``z = flow⁻¹(x)``. Samples have the model's
@@ -73,8 +76,7 @@ class EmbeddedFlowDistribution(tfd.Distribution):
     def __init__(self, flow: EmbeddedFlow, params: Any, *, validate_args: bool = False,
                  name: str = "EmbeddedFlowDistribution"):
         parameters = dict(locals())
-        self._flow = flow
-        self._params = params
+        self._hold(flow, params)
         values = flow.trace.values  # the latents and the deterministic variables
         self._dtype_tree = flow.trace.unflatten_values([r.dtype for r in values])
         self._event_shape_tree = flow.trace.unflatten_values(
@@ -87,14 +89,6 @@ class EmbeddedFlowDistribution(tfd.Distribution):
             allow_nan_stats=True,
             parameters=parameters,
             name=name)
-
-    @property
-    def flow(self) -> EmbeddedFlow:
-        return self._flow
-
-    @property
-    def params(self) -> Any:
-        return self._params
 
     @property
     def trace(self):

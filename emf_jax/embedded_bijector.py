@@ -23,6 +23,7 @@ import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.architectures import EmbeddedFlow
+from emf_jax.flows.base import HoldsFlow
 
 __all__ = ["EmbeddedFlowBijector"]
 
@@ -31,7 +32,7 @@ tfd = tfp.distributions
 _TensorShape = type(tfd.Normal(0.0, 1.0).event_shape)
 
 
-class EmbeddedFlowBijector(tfb.Bijector):
+class EmbeddedFlowBijector(HoldsFlow[EmbeddedFlow], tfb.Bijector):
     """The whole chain of an `EmbeddedFlow` at given parameters, as a `tfb.Bijector`.
 
     Forward maps noise ``[z]`` (``z[..., D]``, see the module docstring) to values with the
@@ -42,8 +43,8 @@ class EmbeddedFlowBijector(tfb.Bijector):
     Args:
       flow: the `EmbeddedFlow`.
       params: its parameters.
-      validate_args: passed to `tfb.Bijector`.
-      name: the bijector's name.
+      validate_args: TFP's runtime checks, passed to `tfb.Bijector`.
+      name: the bijector's name (TFP's name scope).
 
     Example:
       >>> import jax, jax.numpy as jnp, emf_jax
@@ -68,27 +69,12 @@ class EmbeddedFlowBijector(tfb.Bijector):
     def __init__(self, flow: EmbeddedFlow, params: Any, *, validate_args: bool = False,
                  name: str = "embedded_flow"):
         parameters = dict(locals())
-        self._flow = flow
-        self._params = params
-        values = flow.trace.values  # the latents and the deterministic variables
-        super().__init__(
-            forward_min_event_ndims=[1],
-            inverse_min_event_ndims=flow.trace.unflatten_values(
-                [len(r.event_shape) for r in values]),
-            is_constant_jacobian=False,
-            validate_args=validate_args,
-            parameters=parameters,
-            name=name)
-
-    @property
-    def flow(self) -> EmbeddedFlow:
-        """The `EmbeddedFlow`."""
-        return self._flow
-
-    @property
-    def params(self) -> Any:
-        """The flow's parameters."""
-        return self._params
+        self._hold(flow, params)
+        # The values are the latents and the deterministic variables.
+        value_ranks = flow.trace.unflatten_values([len(r.event_shape) for r in flow.trace.values])
+        super().__init__(forward_min_event_ndims=[1], inverse_min_event_ndims=value_ranks,
+                         is_constant_jacobian=False, validate_args=validate_args,
+                         parameters=parameters, name=name)
 
     @property
     def _parts_interact(self) -> bool:

@@ -40,6 +40,8 @@ import jax.numpy as jnp
 from emf_jax._numerics import solve_increasing
 from emf_jax.transforms.base import AffineTransform, MonotoneTransform, Transform
 
+__all__ = ["DEFAULT_INITIAL_GATE", "gate_logit", "gate_value", "gated_forward", "gated_inverse"]
+
 Array = jax.Array
 
 DEFAULT_INITIAL_GATE = 0.999

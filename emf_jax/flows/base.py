@@ -13,7 +13,7 @@ are arbitrary. The dtype of the outputs is the promotion of the input and parame
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ __all__ = [
     "identity_flow",
     "chain_flows",
     "FlowBijector",
+    "HoldsFlow",
     "validate_event_size",
     "check_input",
     "resolve_elementwise",
@@ -392,7 +393,44 @@ def _float_dtype(params: Params) -> Any:
     return jnp.result_type(*leaves) if leaves else None
 
 
-class FlowBijector(tfb.Bijector):
+FlowT = TypeVar("FlowT")
+
+
+class HoldsFlow(Generic[FlowT]):
+    """Mixin of the objects that wrap a flow at given parameters: their `flow` and `params`.
+
+    `FlowBijector`, `emf_jax.EmbeddedFlowBijector` and `emf_jax.EmbeddedFlowDistribution` set
+    ``self._flow`` and ``self._params`` in ``__init__``; this gives all of them the same two
+    read-only properties, in one place.
+
+    Example:
+      >>> import jax
+      >>> flow = identity_flow(2)
+      >>> bijector = FlowBijector(flow, flow.init(jax.random.PRNGKey(0)))
+      >>> isinstance(bijector, HoldsFlow), bijector.flow is flow, bijector.params
+      (True, True, {})
+    """
+
+    _flow: FlowT
+    _params: Params
+
+    def _hold(self, flow: FlowT, params: Params) -> None:
+        """Stores the flow and its parameters (call it in ``__init__``)."""
+        self._flow = flow
+        self._params = params
+
+    @property
+    def flow(self) -> FlowT:
+        """The wrapped flow."""
+        return self._flow
+
+    @property
+    def params(self) -> Params:
+        """The flow's parameters."""
+        return self._params
+
+
+class FlowBijector(HoldsFlow[Flow], tfb.Bijector):
     """A ``tfb.Bijector`` (``forward_min_event_ndims=1``) applying a `Flow` with given params.
 
     - forward: ``y = flow.forward_and_log_det(params, x)[0]``
@@ -434,8 +472,7 @@ class FlowBijector(tfb.Bijector):
         if not isinstance(flow, Flow):
             raise TypeError(f"flow must be an emf_jax.flows.Flow, got {type(flow).__name__}")
         parameters = dict(flow=flow, params=params, validate_args=validate_args, name=name)
-        self._flow = flow
-        self._params = params
+        self._hold(flow, params)
         super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
                          validate_args=validate_args, dtype=_float_dtype(params),
                          parameters=parameters, name=name)
@@ -443,16 +480,6 @@ class FlowBijector(tfb.Bijector):
     @classmethod
     def _parameter_properties(cls, dtype: Any) -> dict:
         return dict()
-
-    @property
-    def flow(self) -> Flow:
-        """The wrapped `Flow`."""
-        return self._flow
-
-    @property
-    def params(self) -> Params:
-        """The flow's parameters."""
-        return self._params
 
     def _augmented_forward(self, x: Array) -> tuple[Array, dict]:
         y, fldj = self._flow.forward_and_log_det(self._params, x)

@@ -23,6 +23,25 @@ from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax import _checks
 
+__all__ = [
+    "OBSERVED_NAME",
+    "OBSERVATION_KINDS",
+    "ExactPosterior",
+    "BenchmarkTarget",
+    "resolve_dtype",
+    "check_int",
+    "check_positive",
+    "check_real",
+    "check_observation",
+    "check_steps",
+    "observation_distribution",
+    "simulate_observations",
+    "round_to_float32",
+    "as_observations",
+    "split_flat",
+    "make_exact_posterior",
+]
+
 tfd = tfp.distributions
 
 DTypeLike = Any

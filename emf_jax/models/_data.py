@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["GYM_BROWNIAN_BRIDGE_OBS", "GYM_LORENZ_BRIDGE_OBS"]
+
 GYM_BROWNIAN_BRIDGE_OBS = np.array([
     0.21592641, 0.118771404, -0.07945447, 0.037677474, -0.27885845, -0.1484156,
     -0.3250906, -0.22957903, -0.44110894, -0.09830782,

@@ -9,6 +9,8 @@ from tensorflow_probability.substrates import jax as tfp
 from emf_jax.transforms.base import AffineTransform, affine, affine_matvec
 from emf_jax.transforms.registry import register_transform
 
+__all__ = ["normal_transform", "mvn_linear_operator_transform"]
+
 tfd = tfp.distributions
 tfb = tfp.bijectors
 

@@ -23,6 +23,19 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    "AffineTransform",
+    "MonotoneTransform",
+    "Transform",
+    "affine",
+    "affine_matvec",
+    "with_support",
+    "support_forward",
+    "support_inverse",
+    "support_forward_log_det",
+    "support_inverse_log_det",
+]
+
 Array = jax.Array
 
 

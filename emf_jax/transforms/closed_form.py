@@ -20,6 +20,20 @@ from emf_jax.transforms.base import MonotoneTransform
 from emf_jax.transforms.monotone import monotone_from_maps, noise_from_log_cdf
 from emf_jax.transforms.registry import register_transform
 
+__all__ = [
+    "uniform_transform",
+    "half_normal_transform",
+    "exponential_transform",
+    "weibull_transform",
+    "laplace_transform",
+    "logistic_transform",
+    "cauchy_transform",
+    "gumbel_transform",
+    "half_cauchy_transform",
+    "pareto_transform",
+    "kumaraswamy_transform",
+]
+
 tfd = tfp.distributions
 tfb = tfp.bijectors
 Array = jax.Array

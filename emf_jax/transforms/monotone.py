@@ -9,6 +9,8 @@ import jax.numpy as jnp
 from emf_jax._numerics import normal_log_pdf, normal_quantile_from_log_cdf, solve_increasing
 from emf_jax.transforms.base import MonotoneTransform
 
+__all__ = ["monotone_from_maps", "noise_from_log_cdf", "cdf_inversion_transform"]
+
 Array = jax.Array
 
 

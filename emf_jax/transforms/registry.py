@@ -24,6 +24,22 @@ from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax.transforms.base import Transform
 
+__all__ = [
+    "TransformFn",
+    "KINDS",
+    "UnsupportedDistributionError",
+    "register_transform",
+    "register_fallback",
+    "registered_families",
+    "family_kind",
+    "FamilyRow",
+    "family_rows",
+    "family_table_markdown",
+    "is_discrete",
+    "current_variable",
+    "transform_for",
+]
+
 tfd = tfp.distributions
 
 TransformFn = Callable[[Any], Any]  # a Transform (a ChainTransform for tfd.MarkovChain)

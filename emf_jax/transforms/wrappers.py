@@ -15,6 +15,8 @@ from emf_jax.transforms.registry import (
     transform_for,
 )
 
+__all__ = ["wrapper_base_class", "unwrap_transform", "transformed_distribution_transform"]
+
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
