@@ -192,15 +192,14 @@ def support_forward(transform: Transform, u: Array) -> Array:
       >>> support_forward(affine(0.0, 1.0, None), 3.0)              # no bijector: x = u
       3.0
     """
-    support = transform.support_bijector
-    return u if support is None else support.forward(u)
+    return _through_support(transform, u, "forward")
 
 
 def support_inverse(transform: Transform, x: Array) -> Array:
     """``u = B⁻¹(x)``: the inverse of `support_forward` (the identity when ``B`` is None).
 
     Args:
-      transform: an `AffineTransform` or `MonotoneTransform`.
+      transform: as for `support_forward`.
       x: a value in the support.
 
     Returns:
@@ -211,8 +210,7 @@ def support_inverse(transform: Transform, x: Array) -> Array:
       >>> round(float(support_inverse(affine(0.0, 1.0, tfp.bijectors.Exp()), jnp.array(2.0))), 4)
       0.6931
     """
-    support = transform.support_bijector
-    return x if support is None else support.inverse(x)
+    return _through_support(transform, x, "inverse")
 
 
 def support_forward_log_det(transform: Transform, u: Array) -> Array:
@@ -232,17 +230,14 @@ def support_forward_log_det(transform: Transform, u: Array) -> Array:
       >>> float(support_forward_log_det(t, jnp.array([0.5, 1.0])))    # Σ u for exp
       1.5
     """
-    support = transform.support_bijector
-    if support is None:
-        return jnp.zeros((), u.dtype)
-    return support.forward_log_det_jacobian(u, event_ndims=jnp.ndim(u))
+    return _through_support(transform, u, "forward_log_det_jacobian")
 
 
 def support_inverse_log_det(transform: Transform, x: Array) -> Array:
     """``log |det dB⁻¹(x)/dx|``, summed over the whole value (0 for the identity).
 
     Args:
-      transform: an `AffineTransform` or `MonotoneTransform`.
+      transform: as for `support_forward_log_det`.
       x: one whole value of the variable in the support (all its axes are event axes).
 
     Returns:
@@ -255,7 +250,19 @@ def support_inverse_log_det(transform: Transform, x: Array) -> Array:
       >>> round(float(support_inverse_log_det(t, jnp.array([1.0, 2.0]))), 4)   # −Σ log x
       -0.6931
     """
+    return _through_support(transform, x, "inverse_log_det_jacobian")
+
+
+def _through_support(transform: Transform, value: Array, method: str) -> Array:
+    """``transform.support_bijector.<method>(value)``, or the identity's result when it is None.
+
+    One place for the None case of the four ``support_*`` functions: the value itself for
+    ``forward``/``inverse``, a scalar 0 for the log-dets (taken over the whole value).
+    """
     support = transform.support_bijector
+    log_det = method.endswith("log_det_jacobian")
     if support is None:
-        return jnp.zeros((), x.dtype)
-    return support.inverse_log_det_jacobian(x, event_ndims=jnp.ndim(x))
+        return jnp.zeros((), value.dtype) if log_det else value
+    if log_det:
+        return getattr(support, method)(value, event_ndims=jnp.ndim(value))
+    return getattr(support, method)(value)

@@ -164,7 +164,8 @@ def exponential_transform(dist: Any) -> MonotoneTransform:
       dist: a `tfd.Exponential(rate)`.
 
     Returns:
-      A `MonotoneTransform` (support bijector: the family's, a softplus).
+      A `MonotoneTransform` (support bijector: the family's, a softplus), inverted through
+      the log survival function ``−rate·x``.
 
     Example:
       >>> from emf_jax.transforms.base import support_forward
@@ -275,7 +276,8 @@ def cauchy_transform(dist: Any) -> MonotoneTransform:
       dist: a `tfd.Cauchy(loc=μ, scale=γ)`.
 
     Returns:
-      The `MonotoneTransform`, on the real line as :func:`laplace_transform`'s.
+      A `MonotoneTransform` on the real line, inverted through the tail mass
+      ``arctan(1/a)/π`` beyond ``a = |x − μ|/γ`` (no probability near one is formed).
 
     Example:
       >>> dist = tfd.Cauchy(1., 2.)
@@ -297,7 +299,8 @@ def gumbel_transform(dist: Any) -> MonotoneTransform:
       dist: a `tfd.Gumbel(loc=μ, scale=β)`.
 
     Returns:
-      The `MonotoneTransform`, on the real line as :func:`laplace_transform`'s.
+      A `MonotoneTransform` on the real line; the inverse goes through the closed-form log
+      CDF ``−exp(−(x − μ)/β)`` (`noise_from_log_cdf`), as the family is not symmetric.
 
     Example:
       >>> t = gumbel_transform(tfd.Gumbel(0., 1.))
@@ -360,7 +363,8 @@ def pareto_transform(dist: Any) -> MonotoneTransform:
       dist: a `tfd.Pareto(concentration=α, scale=m)`.
 
     Returns:
-      A `MonotoneTransform` (support bijector: the family's, onto ``(m, ∞)``).
+      A `MonotoneTransform` (support bijector: the family's, onto ``(m, ∞)``), inverted
+      through the log survival function ``α·(log m − log x)``.
 
     Example:
       >>> from emf_jax.transforms.base import support_forward
