@@ -129,19 +129,11 @@ def masked_autoregressive_layer(
 
 
 def masked_autoregressive_flow(
-    event_size: int,
-    *,
-    num_layers: int = 2,
-    hidden_units: Sequence[int] = (512, 512),
-    activation: Callable[[Array], Array] = jax.nn.relu,
-    direction: str = "iaf",
-    permutation: PermutationSpec = "reverse",
-    permutation_seed: int = 0,
-    min_scale: float = 1e-3,
-    max_log_scale: float | None = None,
-    max_shift: float | None = None,
-    output_init_scale: float = 1e-2,
-    dtype: jnp.dtype = jnp.float32,
+    event_size: int, *, num_layers: int = 2, hidden_units: Sequence[int] = (512, 512),
+    activation: Callable[[Array], Array] = jax.nn.relu, direction: str = "iaf",
+    permutation: PermutationSpec = "reverse", permutation_seed: int = 0, min_scale: float = 1e-3,
+    max_log_scale: float | None = None, max_shift: float | None = None,
+    output_init_scale: float = 1e-2, dtype: jnp.dtype = jnp.float32,
 ) -> Flow:
     """A stack of affine masked autoregressive layers (IAF or MAF) with permutations between.
 

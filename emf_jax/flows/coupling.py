@@ -101,18 +101,10 @@ def coupling_layer(
 
 
 def real_nvp_flow(
-    event_size: int,
-    *,
-    num_layers: int = 4,
-    hidden_units: Sequence[int] = (256, 256),
-    activation: Callable[[Array], Array] = jax.nn.relu,
-    permutation: PermutationSpec = "reverse",
-    permutation_seed: int = 0,
-    min_scale: float = 1e-3,
-    max_log_scale: float | None = None,
-    max_shift: float | None = None,
-    output_init_scale: float = 1e-2,
-    dtype: jnp.dtype = jnp.float32,
+    event_size: int, *, num_layers: int = 4, hidden_units: Sequence[int] = (256, 256),
+    activation: Callable[[Array], Array] = jax.nn.relu, permutation: PermutationSpec = "reverse",
+    permutation_seed: int = 0, min_scale: float = 1e-3, max_log_scale: float | None = None,
+    max_shift: float | None = None, output_init_scale: float = 1e-2, dtype: jnp.dtype = jnp.float32,
 ) -> Flow:
     """A RealNVP flow: affine coupling layers with a permutation (reversal) between them.
 

@@ -258,14 +258,9 @@ def _build(family: str, arguments: dict[str, Any]) -> tfd.JointDistributionCorou
 
 
 def brownian_motion(
-    num_steps: int = 30,
-    *,
-    innovation_scale: float = 0.1,
-    observation: str = "regression",
-    observation_scale: float = 0.15,
-    logit_scale: float = 5.0,
-    observed_steps: Sequence[int] | None = None,
-    dtype: _common.DTypeLike | None = None,
+    num_steps: int = 30, *, innovation_scale: float = 0.1, observation: str = "regression",
+    observation_scale: float = 0.15, logit_scale: float = 5.0,
+    observed_steps: Sequence[int] | None = None, dtype: _common.DTypeLike | None = None,
 ) -> tfd.JointDistributionCoroutineAutoBatched:
     """Brownian motion observed with Gaussian noise or through Bernoulli labels.
 
@@ -296,19 +291,10 @@ def brownian_motion(
 
 
 def lorenz_system(
-    num_steps: int = 30,
-    *,
-    step_size: float = 0.02,
-    innovation_scale: float = 0.1,
-    initial_scale: float = 1.0,
-    sigma: float = 10.0,
-    rho: float = 28.0,
-    beta: float = 8.0 / 3.0,
-    observation: str = "regression",
-    observation_scale: float = 1.0,
-    logit_scale: float = 2.0,
-    observed_steps: Sequence[int] | None = None,
-    dtype: _common.DTypeLike | None = None,
+    num_steps: int = 30, *, step_size: float = 0.02, innovation_scale: float = 0.1,
+    initial_scale: float = 1.0, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0,
+    observation: str = "regression", observation_scale: float = 1.0, logit_scale: float = 2.0,
+    observed_steps: Sequence[int] | None = None, dtype: _common.DTypeLike | None = None,
 ) -> tfd.JointDistributionCoroutineAutoBatched:
     """The stochastic Lorenz system (Euler-Maruyama), observed in its first coordinate.
 
@@ -343,17 +329,10 @@ def lorenz_system(
 
 
 def van_der_pol(
-    num_steps: int = 120,
-    *,
-    step_size: float = 0.05,
-    mu: float = 1.0,
-    innovation_scale: float = 0.1,
-    initial_scale: float = 1.0,
-    observation: str = "regression",
-    observation_scale: float = 0.5,
-    logit_scale: float = 1.0,
-    observed_steps: Sequence[int] | None = None,
-    dtype: _common.DTypeLike | None = None,
+    num_steps: int = 120, *, step_size: float = 0.05, mu: float = 1.0,
+    innovation_scale: float = 0.1, initial_scale: float = 1.0, observation: str = "regression",
+    observation_scale: float = 0.5, logit_scale: float = 1.0,
+    observed_steps: Sequence[int] | None = None, dtype: _common.DTypeLike | None = None,
 ) -> tfd.JointDistributionCoroutineAutoBatched:
     """The stochastic Van der Pol oscillator (Euler-Maruyama), observed in its position.
 
