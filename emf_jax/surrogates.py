@@ -40,18 +40,11 @@ FULL_RANK_BASE_MAX_DIMS = 512
 
 
 def build_emf_surrogate_posterior_stateless(
-    model: Any,
-    *,
-    architecture: str = "gemf-t",
-    backbone: Union[str, FlowFactory] = "iaf",
-    num_backbone_layers: int = 2,
-    hidden_units: Sequence[int] = (512, 512),
-    activation: Callable[[Array], Array] = jax.nn.relu,
-    initial_gate: Union[str, float] = "auto",
-    backbone_kwargs: Optional[dict] = None,
-    initial_temperature: Union[str, float] = "auto",
-    warm_start_steps: int = DEFAULT_WARM_START_STEPS,
-    full_rank_base: Union[str, bool] = "auto",
+    model: Any, *, architecture: str = "gemf-t", backbone: Union[str, FlowFactory] = "iaf",
+    num_backbone_layers: int = 2, hidden_units: Sequence[int] = (512, 512),
+    activation: Callable[[Array], Array] = jax.nn.relu, initial_gate: Union[str, float] = "auto",
+    backbone_kwargs: Optional[dict] = None, initial_temperature: Union[str, float] = "auto",
+    warm_start_steps: int = DEFAULT_WARM_START_STEPS, full_rank_base: Union[str, bool] = "auto",
     name: str = "emf_surrogate_posterior",
 ) -> tuple[Callable[..., dict], Callable[[dict], EmbeddedFlowDistribution]]:
     """Builds an embedded-model-flow surrogate posterior for a (pinned) TFP model.
