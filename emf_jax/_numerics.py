@@ -7,6 +7,8 @@
 - `guard_draws`: the identity on a batch of Monte Carlo draws whose backward pass zeroes
   the cotangent of every draw that has a non-finite entry, so that one draw where a target
   overflows cannot turn every parameter's gradient into NaN.
+- `vectorized_under_vmap`: an elementwise function (TFP's special-function inverses) that
+  `jax.vmap` evaluates once on the broadcast arrays instead of batching its while loops.
 """
 from __future__ import annotations
 
@@ -111,6 +113,87 @@ def _guard_draws_bwd(batch_ndims: int, finite_draws: Any, cotangent: Any) -> tup
 
 
 guard_draws.defvjp(_guard_draws_fwd, _guard_draws_bwd)
+
+
+def vectorized_under_vmap(fn: Callable[..., Array], num_args: int) -> Callable[..., Array]:
+    """`fn` (elementwise, differentiable by JAX), evaluated as one vectorised call under vmap.
+
+    Why: the structured layer maps each draw under `jax.vmap`, and TFP's special-function
+    inverses (`betaincinv`, `igammainv`, `igammacinv`) and the partial derivatives of
+    `betainc` are while loops. vmap turns such a loop into one whose predicate is batched
+    (a select on every carried value at every iteration), which on CPU cost about twice
+    TFP's own loop over the same vector (Beta's quantile of 256 draws: 0.31 ms as a vector,
+    1.44 ms under vmap). Here a `jax.custom_batching.custom_vmap` rule broadcasts the
+    arguments to the batched shape and calls the wrapped function once on those arrays,
+    nested vmaps included (the rule calls the wrapped function again, so an outer vmap
+    meets the same rule).
+
+    Derivatives: `custom_vmap` functions cannot be linearised (reverse mode), so the result
+    is a `jax.custom_jvp` whose tangent is ``Σᵢ ∂fn/∂argᵢ · tᵢ``, linear in the tangents, with
+    the partials computed by `fn`'s own JVP (TFP's implicit-function-theorem partials, e.g.
+    ``∂x/∂p = 1/pdf(x)`` for a quantile) in a second flattened call that also returns the
+    value. First derivatives work in forward and reverse mode (``jax.grad``,
+    ``jax.jacfwd``, under vmap and jit); second derivatives through the partials do not.
+
+    Args:
+      fn: an elementwise function of `num_args` arrays that broadcast together.
+      num_args: the number of positional arguments of `fn` (all differentiable).
+
+    Returns:
+      A function with `fn`'s values (identical to an unbatched call of `fn` on the
+      broadcast arguments) and first derivatives.
+
+    Example:
+      >>> from tensorflow_probability.substrates import jax as tfp
+      >>> inv = vectorized_under_vmap(tfp.math.igammainv, 2)
+      >>> p = jnp.array([0.1, 0.5, 0.9])
+      >>> bool(jnp.allclose(jax.vmap(inv, (None, 0))(2., p), tfp.math.igammainv(2., p)))
+      True
+    """
+
+    def broadcast_rule(call: Callable[..., Any]) -> Callable[..., Any]:
+        def rule(axis_size: int, in_batched: list[bool], *args: Array) -> tuple[Any, Any]:
+            full = [a if batched else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
+                    for a, batched in zip(args, in_batched)]
+            out = call(*jnp.broadcast_arrays(*full))
+            return out, jax.tree_util.tree_map(lambda _: True, out)
+        return rule
+
+    @jax.custom_batching.custom_vmap
+    def value(*args: Array) -> Array:
+        return fn(*args)
+
+    @jax.custom_batching.custom_vmap
+    def value_and_partials(*args: Array) -> tuple[Array, tuple[Array, ...]]:
+        # The partials of an elementwise function: its JVP along each argument's unit
+        # tangent, batched over the unit tangents only (the primal part is computed once).
+        basis = [jnp.stack([jnp.full_like(a, float(i == j)) for i in range(num_args)])
+                 for j, a in enumerate(args)]
+        out, partials = jax.vmap(lambda *t: jax.jvp(fn, args, t), out_axes=(None, 0))(*basis)
+        return out, tuple(partials[i] for i in range(num_args))
+
+    value.def_vmap(broadcast_rule(value))
+    value_and_partials.def_vmap(broadcast_rule(value_and_partials))
+
+    @jax.custom_jvp
+    def wrapped(*args: Array) -> Array:
+        return value(*jnp.broadcast_arrays(*args))
+
+    @wrapped.defjvp
+    def _jvp(primals: tuple[Array, ...], tangents: tuple[Array, ...]) -> tuple[Array, Array]:
+        full = jnp.broadcast_arrays(*primals)
+        out, partials = value_and_partials(*full)
+        tangent = sum(d * jnp.broadcast_to(t, out.shape) for d, t in zip(partials, tangents))
+        return out, tangent
+
+    def call(*args: Array) -> Array:
+        if len(args) != num_args:
+            raise TypeError(f"{getattr(fn, '__name__', 'fn')}: expected {num_args} arguments, "
+                            f"got {len(args)}")
+        dtype = jnp.result_type(*args)
+        return wrapped(*[jnp.asarray(a, dtype) for a in args])
+
+    return call
 
 
 def safe_where(condition: Array, if_true: Callable[[Array], Array],

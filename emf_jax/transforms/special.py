@@ -28,7 +28,7 @@ from jax.scipy import special as jsp
 from tensorflow_probability.substrates import jax as tfp
 
 from emf_jax._numerics import _lower_normal_quantile_from_log as _lower_quantile
-from emf_jax._numerics import normal_log_pdf, normal_quantile_from_log_cdf
+from emf_jax._numerics import normal_log_pdf, normal_quantile_from_log_cdf, vectorized_under_vmap
 from emf_jax.transforms.base import MonotoneTransform
 from emf_jax.transforms.monotone import monotone_from_maps, noise_from_log_cdf
 from emf_jax.transforms.registry import register_transform
@@ -44,6 +44,12 @@ __all__ = ["beta_transform", "chi2_transform", "chi_transform", "gamma_transform
 # The noise range of the gamma-quantile maps under a gate (`MonotoneTransform.noise_limit`):
 # in float32 a Gamma(½) quantile at e = −9 (Φ ≈ 10⁻¹⁹) underflows to 0.
 GAMMA_NOISE_LIMIT = 8.0
+
+# TFP's inverses are while loops, which the structured layer's vmap over draws would batch
+# into slower loops (`vectorized_under_vmap`): under vmap each is one call on the whole batch.
+_betaincinv = vectorized_under_vmap(tfp.math.betaincinv, 3)
+_igammainv = vectorized_under_vmap(tfp.math.igammainv, 2)
+_igammacinv = vectorized_under_vmap(tfp.math.igammacinv, 2)
 
 
 def _broadcast(dist: Any, *params: Array) -> list[Array]:
@@ -71,7 +77,7 @@ def _igammac_inverse(alpha: Array, e: Array) -> Array:
     dtype = e.dtype
     floor = 4 * jnp.finfo(dtype).eps
     log_q = jsp.log_ndtr(-e)
-    z = tfp.math.igammacinv(alpha, jnp.maximum(jnp.exp(log_q), floor))
+    z = _igammacinv(alpha, jnp.maximum(jnp.exp(log_q), floor))
     deep = log_q < jnp.log(floor)
     log_gamma_alpha = jsp.gammaln(alpha)
     for _ in range(3):
@@ -85,7 +91,7 @@ def _igammac_inverse(alpha: Array, e: Array) -> Array:
 
 def _igamma_inverse(alpha: Array, e: Array) -> Array:
     """``P⁻¹(α, Φ(e))`` for ``e ≤ 0``: `tfp.math.igammainv`, precise for small ``p``."""
-    return tfp.math.igammainv(alpha, jsp.ndtr(e))
+    return _igammainv(alpha, jsp.ndtr(e))
 
 
 def _standard_gamma_quantile(alpha: Array, e: Array) -> Array:
@@ -260,7 +266,7 @@ def beta_transform(dist: Any) -> MonotoneTransform:
         # At exactly ½ (e = 0) TFP's betaincinv stops on its initial bracket and returns its
         # first guess for a, b < 1 (an error of up to 0.4 in e, measured): nudged below.
         p = jnp.minimum(jsp.ndtr(jnp.where(below, low, -high)), 0.5 - jnp.finfo(e.dtype).eps)
-        y = tfp.math.betaincinv(jnp.where(below, a, b), jnp.where(below, b, a), p)
+        y = _betaincinv(jnp.where(below, a, b), jnp.where(below, b, a), p)
         logit = jnp.log(y) - jnp.log1p(-y)
         return jnp.where(below, logit, -logit)
 
@@ -315,7 +321,7 @@ def student_t_transform(dist: Any) -> MonotoneTransform:
         # Kept below ½, where TFP's betaincinv would stop on its initial bracket (see Beta).
         centre = jnp.minimum(jsp.erf(magnitude / jnp.sqrt(2.0).astype(e.dtype)),
                              0.5 - jnp.finfo(e.dtype).eps)
-        y = tfp.math.betaincinv(jnp.where(tail, half_df, half), jnp.where(tail, half, half_df),
+        y = _betaincinv(jnp.where(tail, half_df, half), jnp.where(tail, half, half_df),
                                 jnp.where(tail, two_p, centre))
         # Floors keep both sides of the `where` finite (and their gradients too, at e = 0).
         tiny = jnp.finfo(e.dtype).tiny
