@@ -172,6 +172,31 @@ def test_gated_layer_keeps_constrained_values_in_support():
     assert jnp.all((values.p > 0) & (values.p < 1))
 
 
+def test_gates_blend_each_map_with_the_identity():
+    """u = λ·f(e) + (1 − λ)·e with each variable's own λ = sigmoid(w), at random gates.
+
+    In place of asserting 0 < λ (a sigmoid's range, true by construction): the blend is
+    checked against the affine maps of the hierarchical model written out by hand, mu ↦
+    5·e (N(0, 5)) and theta ↦ mu + tau·e (N(mu, tau), tau the layer's own output), so a
+    gate applied to the wrong variable, inverted (1 − λ) or left out fails.
+    """
+    model = sm.hierarchical(jnp.float32)
+    build_fn, params = _layer(model, gated=True, seed=3)
+    weights = {k: float(w) for k, w in params["gates"].items()}
+    assert len({round(w, 3) for w in weights.values()}) == len(weights)  # distinct gates
+    lam = {k: 1.0 / (1.0 + np.exp(-w)) for k, w in weights.items()}
+    layer = build_fn(params)
+    for k, value in layer.gates.items():
+        np.testing.assert_allclose(value, lam[k], rtol=1e-6)
+    e = _noise(layer, 8, (16,))
+    u = jax.jit(layer.forward)(e)
+    np.testing.assert_allclose(u.mu, lam["mu"] * 5.0 * e.mu + (1 - lam["mu"]) * e.mu,
+                               rtol=1e-5, atol=1e-5)
+    mapped = np.asarray(u.mu)[:, None] + np.asarray(u.tau)[:, None] * e.theta
+    np.testing.assert_allclose(u.theta, lam["theta"] * mapped + (1 - lam["theta"]) * e.theta,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_pinned_parts_are_left_out_and_structure_matches_sample_unpinned():
     pinned = sm.pinned_hierarchical(jnp.float32)
     build_fn, params = _layer(pinned, gated=True)
@@ -233,6 +258,8 @@ def test_inverse_gradients_through_numeric_gate_match_finite_differences(x64):
     x = model.sample(seed=jax.random.key(3))
     x = type(x)(parent=x.parent, child=x.child)
 
+    # Jitted: run eagerly, the Newton solve of the numeric inverse dispatches op by op.
+    @jax.jit
     def ildj(w):
         p = {"gates": {**params["gates"], "child": w}}
         return build_fn(p).inverse_log_det_jacobian(x)
@@ -240,7 +267,7 @@ def test_inverse_gradients_through_numeric_gate_match_finite_differences(x64):
     w0 = params["gates"]["child"]
     h = 1e-5
     numeric = (ildj(w0 + h) - ildj(w0 - h)) / (2 * h)
-    np.testing.assert_allclose(jax.grad(ildj)(w0), numeric, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jax.jit(jax.grad(ildj))(w0), numeric, rtol=1e-5, atol=1e-7)
 
 
 def test_trainable_model_parameters_live_in_the_params():
