@@ -293,6 +293,7 @@ def run_one(dataset: str, method: str, seed: int, settings: Settings,
                   median_test_nll=float(-np.median(test_log_prob)),
                   worst_test_log_prob=float(np.min(test_log_prob)),
                   best_step=int(result.best_step), skipped_steps=int(result.num_nonfinite),
+                  start_choice=int(result.start_choice),
                   fit_seconds=round(fit_seconds, 1), device=device_name(),
                   settings=dataclasses.asdict(settings))
     if spec.kind == "toy" and seed == 0:
