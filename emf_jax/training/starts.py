@@ -12,8 +12,7 @@ right depends on the data, and only held-out rows can tell.
 How. Each candidate start (e.g. the same parameters at different gates) is fitted for a few
 hundred steps of the joint fit, one candidate after the other, with the fit's own compiled
 chunk program (`emf_jax.training.engine.run_minimize`, so the pilot adds no compilation: a
-`jax.vmap` over the candidates compiled a second, larger program, which cost more than the
-pilot's steps on the mixture templates), on the same minibatches (common random numbers)
+`jax.vmap` over the candidates compiled a second, larger program), on the same minibatches (common random numbers)
 and with the caller's optimiser; every candidate's negative log-likelihood is evaluated on the
 same validation rows at every chunk end. Each candidate is scored at its own best chunk end
 (a flexible density may already overfit by the pilot's end), and `choose_start` picks one:
