@@ -104,6 +104,32 @@ def test_density_benchmark(tmp_path, monkeypatch):
     _assert_finite_rows((tmp_path / "density_smoke.md").read_text(), ["Brownian motion"])
 
 
+@pytest.mark.slow
+def test_density_generalization_benchmark(tmp_path, monkeypatch):
+    from benchmarks import density
+
+    monkeypatch.setattr(density, "RESULTS_DIR", tmp_path)
+    density.main(["--generalization", "--gen-datasets", "nonlinear_drift", "--methods", "maf",
+                  "--steps", "2", "--train-size", "200", "--valid-size", "50",
+                  "--test-size", "100", "--tag", "smoke"])
+    text = (tmp_path / "density_smoke.md").read_text()
+    _assert_finite_rows(text, ["MAF"])
+    assert "beyond exact" in text
+
+
+@pytest.mark.slow
+def test_density_pilot_cost_benchmark(tmp_path, monkeypatch):
+    from benchmarks import density, density_pilot_cost
+
+    monkeypatch.setattr(density_pilot_cost, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(density_pilot_cost, "GEN_TRAIN_SIZE", 200)
+    monkeypatch.setattr(density_pilot_cost, "GEN_VALID_SIZE", 50)
+    assert density.GEN_TRAIN_SIZE == 2700  # the module's own sizes stay
+    text = density_pilot_cost.main(["--dataset", "nonlinear_drift", "--steps", "100"])
+    assert (tmp_path / "density_pilot_cost.md").read_text() == text
+    _assert_finite_rows(text, ["without pilot", "with pilot"])
+
+
 def test_density_drift_benchmark(tmp_path, monkeypatch):
     from benchmarks import density_drift
 

@@ -318,6 +318,39 @@ def test_fit_density_pilots_the_start_candidates_and_keeps_the_better_one():
     assert none.start_choice == -1 and none.start_validation_nll.shape == (0,)
 
 
+def test_the_pilot_compiles_nothing_beyond_the_fit():
+    # The pilot runs each candidate through the fit's own chunk program, so a fit with a
+    # pilot compiles as many XLA programs as the same fit without one (a vmapped pilot
+    # compiled one more, larger program).
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: compiles.append(event)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+
+    def fresh_build():  # a new function each time: its own compiled programs
+        def build(params):
+            return tfd.Normal(params["loc"], 1.0)
+        build.start_candidates = _normal_with_starts.start_candidates
+        return build
+
+    data = np.random.default_rng(0).normal(3.5, 1.0, 200).astype(np.float32)
+
+    def count(pilot_steps):
+        start = len(compiles)
+        result = fit_density(fresh_build(), {"loc": jnp.asarray(0.0)}, data,
+                             optimizer=optax.sgd(0.01), num_steps=40, batch_size=20, seed=0,
+                             chunk_size=10, pilot_steps=pilot_steps, patience=None,
+                             progress_bar=False)
+        return len(compiles) - start, result
+
+    count(20)  # the small eager operations of both kinds of fit, compiled once
+    count(0)
+    without, _ = count(0)
+    with_pilot, result = count(20)
+    assert result.start_choice == 1
+    assert without > 0 and with_pilot == without
+
+
 def test_the_pilot_options_are_checked():
     data = np.random.default_rng(0).normal(size=100).astype(np.float32)
     kwargs = dict(optimizer=optax.sgd(0.01), num_steps=20, batch_size=10, seed=0,

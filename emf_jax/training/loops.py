@@ -30,10 +30,9 @@ from emf_jax.training.engine import (
     freeze_compiler_options,
     run_minimize,
     static,
-    unstatic,
 )
 from emf_jax.training.losses import MinibatchNLL, VariationalLoss, row_nll_runner
-from emf_jax.training.starts import DEFAULT_PILOT_STEPS, StartCandidates, pilot_starts
+from emf_jax.training.starts import DEFAULT_PILOT_STEPS, StartCandidates, run_pilot
 
 __all__ = [
     "DEFAULT_PATIENCE",
@@ -303,8 +302,9 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
       `StartCandidates` with several candidates (the gated EMF densities of
       `emf_jax.build_emf_density_stateless` with ``initial_gate="auto"``: the model's gates
       at 0.999 and at 0.1), each candidate, made from `params` after the model-first fit,
-      takes the first `DEFAULT_PILOT_STEPS` (300) steps of the joint fit, all at once on
-      the same minibatches; the one with the lowest validation NLL is kept (the first
+      takes the first `DEFAULT_PILOT_STEPS` (500) steps of the joint fit, one after the
+      other on the same minibatches and with the fit's own compiled program (the pilot
+      costs its steps, no compilation); the one with the lowest validation NLL is kept (the first
       unless another is lower by more than two standard errors of the paired row
       differences; `emf_jax.training.starts.choose_start`) and the fit continues from its
       pilot parameters and optimiser state, as if it had started there. Needs a validation
@@ -538,26 +538,27 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
     stop = False
     if pilot_steps > 0 and starts is not None and valid is not None:
         num_chunks = pilot_steps // chunk_size
-        pilot = _pilot_jit(static(loss_fn), static(build_fn), starts.make(params),
-                           optimizer=static(optimizer), key=train_key, train=train,
-                           valid=valid, probe=train_probe, num_chunks=num_chunks,
-                           chunk_size=chunk_size, first_step=start_step)
-        # Book the chosen start's chunk ends as if its fit had run them here; its best
-        # point is the pilot's (the same chunk end, up to the rounding of the mean).
-        for c in range(num_chunks):
-            record(start_step + (c + 1) * chunk_size, None, None,
-                   np.asarray(pilot.validation_rows[c], np.float64),
-                   np.asarray(pilot.probe_rows[c], np.float64))
-        best_chunk = int(pilot.best_chunk)
-        if np.isfinite(validation_losses[-num_chunks + best_chunk]):
-            best.update(loss=validation_losses[-num_chunks + best_chunk],
+
+        def evaluate(params: PyTree) -> tuple[np.ndarray, np.ndarray]:
+            return (np.asarray(nll_rows(static_build, params, valid), np.float64),
+                    np.asarray(nll_rows(static_build, params, train_probe), np.float64))
+
+        pilot = run_pilot(loss_fn, starts.make(params), starts.labels, evaluate=evaluate,
+                          optimizer=optimizer, key=train_key, args=(train,),
+                          num_chunks=num_chunks, chunk_size=chunk_size, start_step=start_step,
+                          progress_bar=progress_bar, compiler_options=frozen_options)
+        # Book the chosen start's chunk ends as if its fit had run them here.
+        for c, (val_rows, probe_rows) in enumerate(pilot.chunk_rows):
+            record(start_step + (c + 1) * chunk_size, None, None, val_rows, probe_rows)
+        if pilot.best_params is not None:
+            best.update(loss=validation_losses[-num_chunks + pilot.best_chunk],
                         params=pilot.best_params, opt_state=pilot.best_opt_state,
-                        step=start_step + (best_chunk + 1) * chunk_size,
-                        since=num_chunks - 1 - best_chunk)
+                        step=start_step + (pilot.best_chunk + 1) * chunk_size,
+                        since=num_chunks - 1 - pilot.best_chunk)
         else:  # No finite validation loss: the pilot's end (the fit goes on from there).
             best.update(loss=math.inf, params=None, opt_state=None, since=0)
         stop = patience is not None and best["since"] >= patience
-        params, opt_state = pilot.params, pilot.opt_state
+        params, opt_state = pilot.result.params, pilot.result.opt_state
         start_step += pilot_steps
         num_steps -= pilot_steps
     result, steps_run = run_minimize(
@@ -567,8 +568,8 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         chunk_hook=hook, plan=plan, compiler_options=frozen_options)
     losses, num_nonfinite = result.losses, result.num_nonfinite
     if pilot is not None:
-        losses = jnp.concatenate([pilot.losses.astype(losses.dtype), losses])
-        num_nonfinite += int(pilot.num_nonfinite)
+        losses = jnp.concatenate([pilot.result.losses.astype(losses.dtype), losses])
+        num_nonfinite += pilot.result.num_nonfinite
     if best["params"] is None:  # No validation (or only NaN losses): keep the last step.
         best.update(params=result.params, opt_state=result.opt_state,
                     step=start_step + steps_run)
@@ -578,23 +579,8 @@ def fit_density(build_fn: Callable[[PyTree], Any], params: PyTree, data: Any, *,
         num_nonfinite=num_nonfinite,
         validation_losses=np.asarray(validation_losses, dtype=np.float64),
         best_step=int(best["step"]),
-        start_choice=-1 if pilot is None else int(pilot.choice),
-        start_validation_nll=(np.zeros((0,)) if pilot is None
-                              else np.asarray(pilot.validation_nll, np.float64)))
-
-
-def _run_pilot(loss_fn: Any, build_fn: Any, candidates: PyTree, *, optimizer: Any,
-               key: jax.Array, train: PyTree, valid: PyTree, probe: PyTree, num_chunks: int,
-               chunk_size: int, first_step: int) -> Any:
-    """`pilot_starts` with its static arguments unwrapped (jitted below)."""
-    return pilot_starts(unstatic(loss_fn), unstatic(build_fn), candidates,
-                        optimizer=unstatic(optimizer), key=key, train=train, valid=valid,
-                        probe=probe, num_chunks=num_chunks, chunk_size=chunk_size,
-                        first_step=first_step)
-
-
-_pilot_jit = jax.jit(_run_pilot, static_argnums=(0, 1),
-                     static_argnames=("optimizer", "num_chunks", "chunk_size", "first_step"))
+        start_choice=-1 if pilot is None else pilot.choice,
+        start_validation_nll=(np.zeros((0,)) if pilot is None else pilot.validation_nll))
 
 
 def _fit_model_first(model_part: ModelPart, params: PyTree, train: PyTree, *,

@@ -10,34 +10,35 @@ benchmarks/results/density_drift.md) the fitted gates stayed at 0.999 and the te
 right depends on the data, and only held-out rows can tell.
 
 How. Each candidate start (e.g. the same parameters at different gates) is fitted for a few
-hundred steps of the joint fit, all candidates at once (`jax.vmap` over a `lax.scan`) on the
-same minibatches (common random numbers), with the caller's optimiser, and every candidate's
-negative log-likelihood is evaluated on the same validation rows at every chunk end. Each
-candidate is scored at its own best chunk end (a flexible density may already overfit by
-the pilot's end), and `choose_start` picks one: the first (preferred) candidate unless
-another's mean validation NLL is lower by more than two standard errors of the paired
-per-row difference. The fit continues from the chosen
+hundred steps of the joint fit, one candidate after the other, with the fit's own compiled
+chunk program (`emf_jax.training.engine.run_minimize`, so the pilot adds no compilation: a
+`jax.vmap` over the candidates compiled a second, larger program), on the same minibatches (common random numbers)
+and with the caller's optimiser; every candidate's negative log-likelihood is evaluated on the
+same validation rows at every chunk end. Each candidate is scored at its own best chunk end
+(a flexible density may already overfit by the pilot's end), and `choose_start` picks one:
+the first (preferred) candidate unless another's mean validation NLL is lower by more than
+two standard errors of the paired per-row difference. The fit continues from the chosen
 candidate's pilot parameters and optimiser state, so the pilot's steps are not lost: the
 chosen fit is exactly the one that would have run from that start.
 
-Everything here is traceable under `jax.jit`; `emf_jax.fit_density` runs it by default for
-the densities of `emf_jax.build_emf_density_stateless` (``initial_gate="auto"``).
+`choose_start` is traceable under `jax.jit`; `emf_jax.fit_density` runs the pilot
+(`run_pilot`) by default for the densities of `emf_jax.build_emf_density_stateless`
+(``initial_gate="auto"``).
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from emf_jax.training.data import num_rows
-from emf_jax.training.engine import _tree_all_finite
-from emf_jax.training.losses import row_nll
+from emf_jax.training.engine import CompilerOptions, FitResult, run_minimize
 
 __all__ = ["DEFAULT_PILOT_STEPS", "StartCandidates", "choose_start"]
-# PilotResult and pilot_starts are fit_density's machinery, not public API.
+# PilotResult and run_pilot are fit_density's machinery, not public API.
 
 PyTree = Any
 
@@ -76,35 +77,28 @@ class StartCandidates(NamedTuple):
 
 
 class PilotResult(NamedTuple):
-    """The result of `pilot_starts`: the chosen candidate's pilot, chunk end by chunk end.
+    """The result of `run_pilot`: the chosen candidate's pilot, chunk end by chunk end.
 
     Attributes:
-      params: the chosen candidate's parameters at the end of the pilot.
-      opt_state: its optimiser state there.
-      best_params: its parameters at its best validation chunk end.
+      result: the chosen candidate's `FitResult` at the end of the pilot (parameters,
+        optimiser state, its minibatch losses, its skipped steps).
+      best_params: its parameters at its best validation chunk end (None when no chunk end
+        had all validation rows finite).
       best_opt_state: its optimiser state there.
       best_chunk: the index of that chunk end (0 for the first).
-      losses: ``[num_steps]``, its minibatch training loss at each pilot step.
-      num_nonfinite: its pilot steps skipped for a non-finite loss or gradient.
-      validation_rows: ``[num_chunks, num_valid]``, its validation NLL per row at each chunk
-        end.
-      probe_rows: ``[num_chunks, num_probe]``, its NLL of the probe rows at each chunk end.
-      choice: the chosen candidate's index (int32 scalar).
+      chunk_rows: per chunk end, its ``(validation rows' NLL, probe rows' NLL)``.
+      choice: the chosen candidate's index.
       validation_nll: ``[num_candidates]``, each candidate's best mean validation NLL over
         the pilot's chunk ends (inf when no chunk end had all rows finite).
     """
 
-    params: PyTree
-    opt_state: PyTree
+    result: FitResult
     best_params: PyTree
     best_opt_state: PyTree
-    best_chunk: jax.Array
-    losses: jax.Array
-    num_nonfinite: jax.Array
-    validation_rows: jax.Array
-    probe_rows: jax.Array
-    choice: jax.Array
-    validation_nll: jax.Array
+    best_chunk: int
+    chunk_rows: list[tuple[np.ndarray, np.ndarray]]
+    choice: int
+    validation_nll: np.ndarray
 
 
 def choose_start(row_nlls: jax.Array, *, standard_errors: float = _STANDARD_ERRORS
@@ -153,104 +147,67 @@ def choose_start(row_nlls: jax.Array, *, standard_errors: float = _STANDARD_ERRO
     return jnp.where(jnp.any(eligible), chosen, jnp.argmax(num_finite)).astype(jnp.int32)
 
 
-def _mean_or_inf(rows: jax.Array) -> jax.Array:
-    """The mean of `rows` along the last axis, inf unless all of them are finite."""
-    finite = jnp.all(jnp.isfinite(rows), axis=-1)
-    return jnp.where(finite, jnp.mean(jnp.where(jnp.isfinite(rows), rows, 0.0), axis=-1),
-                     jnp.inf)
-
-
-def _pilot_one(loss_fn: Callable[..., jax.Array], build_fn: Callable[[PyTree], Any],
-               optimizer: Any, params: PyTree, key: jax.Array, train: PyTree, valid: PyTree,
-               probe: PyTree, num_chunks: int, chunk_size: int, first_step: int) -> dict:
-    """`num_chunks` chunks of `chunk_size` optimiser steps from `params`, as
-    `emf_jax.fit_density` takes them (step ``t`` draws its minibatch from
-    ``fold_in(key, first_step + t)``; a non-finite loss or gradient skips the update), with
-    the validation and probe rows' NLL at every chunk end and the best chunk end kept."""
-    extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
-
-    def step(carry: tuple[PyTree, PyTree], t: jax.Array
-             ) -> tuple[tuple[PyTree, PyTree], tuple[jax.Array, jax.Array]]:
-        params, opt_state = carry
-        step_key = jax.random.fold_in(key, first_step + t)
-        loss, grads = jax.value_and_grad(loss_fn)(params, step_key, train)
-        if extra_args:
-            updates, new_state = optimizer.update(
-                grads, opt_state, params, value=loss, grad=grads,
-                value_fn=lambda p: loss_fn(p, step_key, train))
-        else:
-            updates, new_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(loss) & _tree_all_finite(grads)
-        kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (new_params, new_state),
-                            (params, opt_state))
-        return kept, (loss, jnp.logical_not(ok))
-
-    def chunk(carry: dict, c: jax.Array) -> tuple[dict, tuple[jax.Array, ...]]:
-        steps = c * chunk_size + jnp.arange(chunk_size, dtype=jnp.int32)
-        (params, opt_state), (losses, skipped) = jax.lax.scan(
-            step, (carry["params"], carry["opt_state"]), steps)
-        val_rows = row_nll(build_fn, params, valid)
-        probe_rows = row_nll(build_fn, params, probe)
-        val = _mean_or_inf(val_rows)
-        better = val < carry["best_val"]
-        best = jax.tree.map(lambda a, b: jnp.where(better, a, b),
-                            (params, opt_state, c, val, val_rows),
-                            (carry["best_params"], carry["best_opt_state"],
-                             carry["best_chunk"], carry["best_val"], carry["best_rows"]))
-        carry = dict(params=params, opt_state=opt_state, best_params=best[0],
-                     best_opt_state=best[1], best_chunk=best[2], best_val=best[3],
-                     best_rows=best[4])
-        return carry, (losses, jnp.sum(skipped.astype(jnp.int32)), val_rows, probe_rows)
-
-    opt_state = optimizer.init(params)
-    dtype = jax.eval_shape(lambda: row_nll(build_fn, params, valid)).dtype
-    init = dict(params=params, opt_state=opt_state, best_params=params,
-                best_opt_state=opt_state, best_chunk=jnp.zeros((), jnp.int32),
-                best_val=jnp.full((), jnp.inf, dtype),
-                best_rows=jnp.full((num_rows(valid),), jnp.inf, dtype))
-    carry, (losses, skipped, val_rows, probe_rows) = jax.lax.scan(
-        chunk, init, jnp.arange(num_chunks, dtype=jnp.int32))
-    return dict(carry, losses=losses.reshape(-1), num_nonfinite=jnp.sum(skipped),
-                validation_rows=val_rows, probe_rows=probe_rows)
-
-
-def pilot_starts(loss_fn: Callable[..., jax.Array], build_fn: Callable[[PyTree], Any],
-                 candidates: PyTree, *, optimizer: Any, key: jax.Array, train: PyTree,
-                 valid: PyTree, probe: PyTree, num_chunks: int, chunk_size: int,
-                 first_step: int = 0) -> PilotResult:
+def run_pilot(loss_fn: Callable[..., jax.Array], candidates: PyTree, labels: Sequence[str],
+              *, evaluate: Callable[[PyTree], tuple[np.ndarray, np.ndarray]], optimizer: Any,
+              key: jax.Array, args: tuple, num_chunks: int, chunk_size: int,
+              start_step: int, progress_bar: bool,
+              compiler_options: CompilerOptions = ()) -> PilotResult:
     """Fits every candidate start for a few chunks and keeps the one `choose_start` picks.
 
-    Each candidate is scored by its rows at its own best validation chunk end (a flexible
-    density may already overfit by the pilot's end), and `choose_start` compares those.
+    Each candidate runs `num_chunks` chunks of `run_minimize` from its own fresh optimiser
+    state, with the same `key` and step indices (so the same minibatches) and the same
+    compiled chunk as the fit that follows; `evaluate` gives its validation and probe rows'
+    NLL at each chunk end. Each candidate is scored by its rows at its own best validation
+    chunk end, and `choose_start` compares those.
 
     Args:
-      loss_fn: the training loss ``loss_fn(params, seed, train)`` (e.g.
+      loss_fn: the training loss ``loss_fn(params, key, *args)`` (e.g.
         `emf_jax.training.MinibatchNLL`).
-      build_fn: ``build_fn(params) -> tfd.Distribution``, for the row NLLs.
       candidates: parameter sets stacked on a leading axis (`StartCandidates.make`).
+      labels: a name per candidate (for the progress bar and warnings).
+      evaluate: ``evaluate(params) -> (validation rows' NLL, probe rows' NLL)``.
       optimizer: an optax optimiser (each candidate gets its own state).
-      key: the training key; every candidate sees the same minibatches.
-      train: structured training rows.
-      valid: structured validation rows (at least 2).
-      probe: structured rows whose NLL is also recorded at each chunk end (`fit_density`'s
-        training rows for its divergence warning).
+      key: the training key.
+      args: the loss's data arguments.
       num_chunks: chunks of the pilot (>= 1).
       chunk_size: steps per chunk (>= 1).
-      first_step: the global index of the first pilot step (for the minibatch keys).
+      start_step: the global index of the first pilot step (for the minibatch keys).
+      progress_bar: whether to show a progress bar per candidate.
+      compiler_options: as for `run_minimize`.
 
     Returns:
-      A `PilotResult`. Traceable under `jax.jit` (with `loss_fn`, `build_fn`, `optimizer`,
-      `num_chunks` and `chunk_size` static).
+      A `PilotResult`.
     """
-    runs = jax.vmap(lambda p: _pilot_one(loss_fn, build_fn, optimizer, p, key, train, valid,
-                                         probe, num_chunks, chunk_size, first_step)
-                    )(candidates)
-    choice = choose_start(runs["best_rows"])
-    pick = {k: jax.tree.map(lambda leaf: leaf[choice], v) for k, v in runs.items()}
-    return PilotResult(
-        params=pick["params"], opt_state=pick["opt_state"], best_params=pick["best_params"],
-        best_opt_state=pick["best_opt_state"], best_chunk=pick["best_chunk"],
-        losses=pick["losses"], num_nonfinite=pick["num_nonfinite"],
-        validation_rows=pick["validation_rows"], probe_rows=pick["probe_rows"],
-        choice=choice, validation_nll=runs["best_val"])
+    runs = []
+    for i, label in enumerate(labels):
+        chunk_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        best: dict[str, Any] = dict(val=math.inf, rows=None, params=None, opt_state=None,
+                                    chunk=0)
+
+        def hook(step: int, params: PyTree, opt_state: PyTree,
+                 chunk_rows: list = chunk_rows, best: dict = best) -> tuple[bool, dict]:
+            val_rows, probe_rows = evaluate(params)
+            chunk_rows.append((val_rows, probe_rows))
+            val = float(np.mean(val_rows)) if np.all(np.isfinite(val_rows)) else math.inf
+            if val < best["val"]:
+                best.update(val=val, rows=val_rows, params=params, opt_state=opt_state,
+                            chunk=len(chunk_rows) - 1)
+            return False, {"val": f"{val:.4g}"}
+
+        result, _ = run_minimize(
+            loss_fn, jax.tree.map(lambda leaf, i=i: leaf[i], candidates), optimizer=optimizer,
+            num_steps=num_chunks * chunk_size, key=key, args=args, chunk_size=chunk_size,
+            opt_state=None, start_step=start_step, progress_bar=progress_bar,
+            description=f"fit_density pilot ({label})", chunk_hook=hook, stacklevel=3,
+            compiler_options=compiler_options)
+        runs.append((result, chunk_rows, best))
+    # Each candidate's rows at its best chunk end; a candidate with no finite chunk end
+    # offers its last rows (choose_start rules it out, or takes the one with most finite).
+    rows = np.stack([best["rows"] if best["rows"] is not None else chunk_rows[-1][0]
+                     for _, chunk_rows, best in runs])
+    choice = int(choose_start(jnp.asarray(rows)))
+    result, chunk_rows, best = runs[choice]
+    return PilotResult(result=result, best_params=best["params"],
+                       best_opt_state=best["opt_state"], best_chunk=int(best["chunk"]),
+                       chunk_rows=chunk_rows, choice=choice,
+                       validation_nll=np.asarray([b["val"] for _, _, b in runs], np.float64))
