@@ -60,7 +60,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -780,6 +780,14 @@ def _yes_no(value: Optional[bool]) -> str:
     return "—" if value is None else ("yes" if value else "no")
 
 
+def _verdicts(results: dict[str, Any], stats_fn: Callable[[dict[str, Any]], dict[str, Any]]
+              ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any], Verdict]]:
+    """``(name, record, stats, verdict)`` per target, the stats of the ``ok`` rows only."""
+    for name, record in results["targets"].items():
+        stats = {m: stats_fn(e) for m, e in record["methods"].items() if e["status"] == "ok"}
+        yield name, record, stats, verdict(stats, "gemf_t" in stats)
+
+
 def real_summary_table(results: dict[str, Any]) -> str:
     """One row per real-suite target: the best -ELBO, GEMF-T's -ELBO and rank, the best
     Gaussian baseline's, whether GEMF-T is within 2 SEM of it or better (:func:`verdict`),
@@ -787,10 +795,7 @@ def real_summary_table(results: dict[str, Any]) -> str:
     lines = ["| target | best -ELBO | GEMF-T -ELBO (rank) | best Gaussian -ELBO "
              "| GEMF-T ≥ best Gaussian − 2 SEM | GEMF-T max mean z | methods not run |",
              "|---|---|---|---|---|---|---|"]
-    for name, record in results["targets"].items():
-        stats = {m: _real_stats(e) for m, e in record["methods"].items()
-                 if e["status"] == "ok"}
-        v = verdict(stats, "gemf_t" in stats)
+    for name, record, stats, v in _verdicts(results, _real_stats):
         cells = [name, "—" if v.best is None else f"{METHODS[v.best[0]]} ({v.best[1][0]:.2f})"]
         g = stats.get("gemf_t")
         if g is None:
@@ -816,10 +821,7 @@ def verdict_table(results: dict[str, Any]) -> str:
     lines = ["| target | GEMF-T -ELBO (rank) | best -ELBO | best Gaussian -ELBO | "
              "GEMF-T ≥ best Gaussian − 2 SEM | GEMF-T first or within 1 SEM | GEMF-T row |",
              "|---|---|---|---|---|---|---|"]
-    for name, record in results["targets"].items():
-        stats = {m: _method_stats(e) for m, e in record["methods"].items()
-                 if e["status"] == "ok"}
-        v = verdict(stats, "gemf_t" in stats)
+    for name, record, stats, v in _verdicts(results, _method_stats):
         entry = record["methods"].get("gemf_t", {})
         cells = [name,
                  entry.get("status", "not run") if v.gemf is None and "gemf_t" not in stats
