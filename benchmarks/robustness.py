@@ -277,7 +277,9 @@ SWEEP_HEADER = ("| suite | target | fitter | pass | final ELBO (all draws) | fin
 
 
 def _format_sweep_row(row: dict) -> str:
-    head = f"| {row['suite']} | {row['target']} | {row['fitter']} |"
+    # An XLA option (e.g. fusion off for a long Python loop) is named beside the target.
+    options = "".join(f" (XLA {k}={v})" for k, v in (row.get("compiler_options") or {}).items())
+    head = f"| {row['suite']} | {row['target']}{options} | {row['fitter']} |"
     if row.get("status") != "ok":
         return head + f" — | {row['status']} | | | | | | |"
     elbo = (f"{row['elbo']:.2f} ± {row['elbo_sem']:.2f}" if np.isfinite(row["elbo"])

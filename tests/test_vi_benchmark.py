@@ -141,6 +141,43 @@ def test_table_rendering(tmp_path):
     assert (tmp_path / "toy.png").stat().st_size > 10_000
 
 
+def _stats(mean_sem):
+    return {m: {"neg_elbo": v, "log_q_ref": None, "khat": None} for m, v in mean_sem.items()}
+
+
+def test_verdict_rules_on_known_means_and_sems():
+    # GEMF-T 10.3 ± 0.1 against full rank 10.0 ± 0.05: 10.3 <= 10.0 + 2 * 0.15 holds, and
+    # against IAF 9.0 ± 0.1 (first): 10.3 > 9.0 + 0.2, so not within one SEM of first.
+    v = vi.verdict(_stats({"full_rank": (10.0, 0.05), "gemf_t": (10.3, 0.1),
+                           "iaf": (9.0, 0.1), "mean_field": (12.0, 0.1)}), True)
+    assert v.gaussian[0] == "full_rank" and v.best[0] == "iaf"
+    assert (v.rank, v.num_ranked) == (3, 4)
+    assert v.vs_gaussian is True and v.vs_first is False
+    # Just beyond 2 combined SEM of the Gaussian fails; one combined SEM of first passes.
+    v = vi.verdict(_stats({"full_rank": (10.0, 0.05), "gemf_t": (10.31, 0.1)}), True)
+    assert v.vs_gaussian is False
+    v = vi.verdict(_stats({"iaf": (9.0, 0.1), "gemf_t": (9.19, 0.1)}), True)
+    assert v.vs_first is True and v.vs_gaussian is None
+    # A non-finite GEMF-T row fails both checks; no GEMF-T row answers neither.
+    v = vi.verdict(_stats({"full_rank": (10.0, 0.05), "gemf_t": (float("inf"), float("nan"))}),
+                   True)
+    assert v.gemf is None and v.vs_gaussian is False and v.vs_first is False
+    v = vi.verdict(_stats({"full_rank": (10.0, 0.05)}), False)
+    assert v.vs_gaussian is None and v.vs_first is None
+
+
+def test_verdict_table_in_the_full_report(tmp_path):
+    results = {"targets": {"toy": {
+        "description": "a toy", "reference": "exact", "log_evidence": None, "num_latents": 3,
+        "methods": {"full_rank": _fake_entry((2.0, -9.0, 0.9)),
+                    "gemf_t": _fake_entry((5.0, -1.0, 0.3))}}}}
+    results["targets"]["toy"]["methods"]["gemf_t"]["created"] = "2026-12-06 20:00:00"
+    text = vi.write_report(results, "full", tmp_path).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| toy | 5.100"))
+    assert "full-rank 2.100" in row and "| no | no |" in row
+    assert "3 seeds, 2026-12-06 20:00:00" in row
+
+
 @pytest.mark.parametrize("text, value", [
     ("fusion", "fusion"), ("true", True), ("False", False), ("3", 3), ("0.5", 0.5)])
 def test_xla_option_values(text, value):
