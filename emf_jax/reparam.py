@@ -156,9 +156,10 @@ def _classify(model_fn: Callable[[Any], Any], model_params: Any, trace: ModelTra
         t = transform_for(dist, variable_name=name)
         if isinstance(t, ChainTransform):
             raise NotImplementedError(
-                f"variable '{name}' is a MarkovChain: the 'vip', 'mif' and 'gemf-vip' architectures "
-                "reparameterise whole variables and do not scan over a chain's steps; use "
-                "an architecture with the structured layer (e.g. 'gemf-t') for this model")
+                f"variable '{name}' is a MarkovChain: the 'vip', 'mif' and 'gemf-vip' "
+                "architectures reparameterise whole variables and do not scan over a "
+                "chain's steps; use an architecture with the structured layer (e.g. "
+                "'gemf-t') for this model")
         if not isinstance(t, (AffineTransform, MonotoneTransform)):
             raise NotImplementedError(f"variable '{name}': map {type(t).__name__} is not "
                                       "supported by the 'vip', 'mif' and 'gemf-vip' architectures")
