@@ -218,7 +218,9 @@ def render(results: dict[str, Any], budget: Budget) -> str:
         "# VIP, MIF and GEMF-VIP against GEMF-T, IAF and full rank (issue 19)",
         "",
         f"Final -ELBO (lower is better), mean ± SEM over seeds. Budget: {budget.describe()}. "
-        f"Device: {device_name()}. Produced by `python -m benchmarks.mif`.",
+        f"Device: {device_name()}. Produced by `python -m benchmarks.mif`"
+        + (f" --seeds {budget.num_seeds} (fewer than {FULL.num_seeds}: CPU time)"
+           if budget.num_seeds < FULL.num_seeds else "") + ".",
         "",
         "| target | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 1) + "|",
@@ -261,7 +263,8 @@ def render(results: dict[str, Any], budget: Budget) -> str:
                      f"{stats[old][0]:.3f}; difference {diff:+.3f}, 2 SEM = {2 * sem:.3f})")
     seconds = {m: np.mean([np.mean(results[t][m]["seconds"]) for t in TARGETS
                            if t in results and m in results[t]]) for m in methods}
-    lines += ["", "Mean wall time per fit (s, compilation of the first seed included): "
+    lines += ["", "Mean wall time per fit (s, compilation of the first seed included; on a "
+              "shared CPU, so compare them within one run only): "
               + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()), ""]
     return "\n".join(lines)
 
@@ -276,6 +279,8 @@ def main(argv: Any = None) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="skip (target, method) pairs the saved results hold for as many "
                              "seeds as this run has")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only rewrite the markdown from the saved results")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL
     if args.seeds is not None:
@@ -284,7 +289,7 @@ def main(argv: Any = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     json_path = args.out_dir / f"{stem}.json"
     results: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
-    for target in args.targets:
+    for target in [] if args.table_only else args.targets:
         for method in args.methods:
             done = results.get(target, {}).get(method, {}).get("neg_elbo", [])
             if args.resume and len(done) == budget.num_seeds:
