@@ -9,8 +9,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 __all__ = ["Budget", "GAUSSIAN_METHODS", "METHODS", "MethodRun", "OWN_METHODS",
-           "PAPER_PEER_METHODS", "PEER_METHODS", "REAL_METHODS", "learning_rates",
-           "make_optimizer", "with_learning_rate"]
+           "PAPER_PEER_METHODS", "PEER_METHODS", "REAL_METHODS", "REPARAM_METHODS",
+           "learning_rates", "make_optimizer", "with_learning_rate"]
 
 
 METHODS: dict[str, str] = {
@@ -20,6 +20,9 @@ METHODS: dict[str, str] = {
     "iaf": "IAF",
     "emf_t": "EMF-T",
     "gemf_t": "GEMF-T",
+    "vip": "VIP",
+    "mif": "MIF",
+    "gemf_vip": "GEMF-VIP",
     "numpyro_mvn": "NumPyro AutoMultivariateNormal",
     "numpyro_iaf": "NumPyro AutoIAFNormal",
     "numpyro_bnaf": "NumPyro AutoBNAFNormal",
@@ -27,9 +30,12 @@ METHODS: dict[str, str] = {
 """Method keys and their labels, in table order."""
 
 OWN_METHODS = ("mean_field", "full_rank", "asvi", "iaf", "emf_t", "gemf_t")
+REPARAM_METHODS = ("vip", "mif", "gemf_vip")
+"""The model-informed reparameterisations (issue 19): run with ``--methods``, not by default."""
 PAPER_PEER_METHODS = ("numpyro_iaf", "numpyro_bnaf")
 PEER_METHODS = ("numpyro_mvn",) + PAPER_PEER_METHODS
-GAUSSIAN_METHODS = ("mean_field", "full_rank", "asvi", "numpyro_mvn")
+# VIP: a Gaussian over the reparameterised space, with as few parameters as full rank.
+GAUSSIAN_METHODS = ("mean_field", "full_rank", "asvi", "vip", "numpyro_mvn")
 REAL_METHODS = ("mean_field", "full_rank", "asvi", "iaf", "gemf_t", "numpyro_mvn",
                 "numpyro_iaf")
 """The real suite's methods: each library's defaults (NumPyro's AutoIAFNormal included)."""
@@ -41,9 +47,10 @@ class Budget(NamedTuple):
     Attributes:
       num_steps: Adam steps.
       sample_size: Monte Carlo draws per step (reparameterised -ELBO gradient).
-      gaussian_lrs: peak learning rates tried for mean field, full rank and ASVI (cheap
+      gaussian_lrs: peak learning rates tried for mean field, full rank, ASVI and VIP (cheap
         per step): each target reports the one with the lower mean -ELBO over seeds.
-      flow_lr: peak learning rate of the flows (IAF, EMF-T, GEMF-T, NumPyro peers).
+      flow_lr: peak learning rate of the flows (IAF, EMF-T, GEMF-T, MIF, GEMF-VIP, NumPyro
+        peers).
       final_lr_fraction: cosine decay from the peak to this fraction of it over the run.
       hidden_units: hidden layers of every autoregressive network (2 flow layers).
       eval_draws: fresh surrogate draws for -ELBO and k̂.
@@ -62,7 +69,7 @@ class Budget(NamedTuple):
     def describe(self) -> str:
         lrs = " or ".join(f"{lr:g}" for lr in self.gaussian_lrs)
         return (f"{self.num_steps} Adam steps, {self.sample_size} draws/step, peak learning "
-                f"rate {lrs} (mean field, full rank, ASVI: the better per target) or "
+                f"rate {lrs} (mean field, full rank, ASVI, VIP: the better per target) or "
                 f"{self.flow_lr:g} (flows) with cosine decay to {self.final_lr_fraction:g}× "
                 "of the peak; flows: 2 "
                 f"autoregressive layers, hidden {list(self.hidden_units)}; -ELBO and k̂ from "

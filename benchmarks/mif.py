@@ -1,10 +1,11 @@
-"""VIP and MIF (issue 19) against GEMF-T, IAF and a full-rank Gaussian, at one budget.
+"""VIP, MIF and GEMF-VIP (issue 19) against GEMF-T, IAF and a full-rank Gaussian, at one budget.
 
 Usage (from the repository root)::
 
     python -m benchmarks.mif             # the table in benchmarks/results/mif.md (CPU: ~20 min)
     python -m benchmarks.mif --quick     # minutes: short fits, 2 seeds -> mif_quick.md
     python -m benchmarks.mif --targets funnel_observed --methods vip mif --seeds 2
+    python -m benchmarks.mif --seeds 3 --resume   # go on where an interrupted run stopped
 
 Targets (all pinned TFP models written as a user would):
 
@@ -23,11 +24,12 @@ Targets (all pinned TFP models written as a user would):
   ``y_n ~ Bernoulli(alpha_{g_n} + x_n · beta)``, 120 rows simulated (numpy seed 0).
 
 Methods: ``gemf-t`` (IAF backbone + gated structured layer), ``iaf`` (the IAF baseline),
-``full-rank`` (a full-rank Gaussian on the unconstrained vector), ``vip`` and ``mif``
-(`emf_jax.reparam`), all through `emf_jax.build_surrogate_stateless` and fitted with
-`emf_jax.fit_vi` under one budget: the same Adam schedule, steps and draws per step, and
-hidden units for every network. Metric: the final -ELBO from ``--eval-draws`` fresh draws
-(lower is better), mean ± SEM over seeds, plus the mean number of non-finite evaluation draws.
+``full-rank`` (a full-rank Gaussian on the unconstrained vector), ``vip``, ``mif`` and
+``gemf-vip`` (an IAF backbone under gated VIP; `emf_jax.reparam`), all through
+`emf_jax.build_surrogate_stateless` and fitted with `emf_jax.fit_vi` under one budget: the
+same Adam schedule, steps and draws per step, and hidden units for every network. Metric:
+the final -ELBO from ``--eval-draws`` fresh draws (lower is better), mean ± SEM over seeds,
+plus the mean number of non-finite evaluation draws.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ import numpy as np
 from benchmarks._device import device_name
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-METHODS = ("gemf-t", "iaf", "full-rank", "vip", "mif")
+METHODS = ("gemf-t", "iaf", "full-rank", "vip", "mif", "gemf-vip")
+NEW_METHODS = ("vip", "mif", "gemf-vip")
 TARGETS = ("eight_schools_centered", "eight_schools_noncentered", "eight_schools_gym",
            "eight_schools_gym_centered", "funnel_observed", "hier_logistic")
 
@@ -50,7 +53,7 @@ TARGETS = ("eight_schools_centered", "eight_schools_noncentered", "eight_schools
 class Budget(NamedTuple):
     num_steps: int
     sample_size: int
-    learning_rate: float        # flows: GEMF-T, IAF, MIF
+    learning_rate: float        # flows: GEMF-T, IAF, MIF, GEMF-VIP
     gaussian_lr: float          # few-parameter Gaussian families: full rank, VIP
     final_lr_fraction: float
     hidden_units: tuple[int, ...]
@@ -59,11 +62,12 @@ class Budget(NamedTuple):
 
     def describe(self) -> str:
         return (f"{self.num_steps} Adam steps × {self.sample_size} draws for every method, "
-                f"peak learning rate {self.learning_rate:g} (GEMF-T, IAF, MIF) or "
+                f"peak learning rate {self.learning_rate:g} (GEMF-T, IAF, MIF, GEMF-VIP) or "
                 f"{self.gaussian_lr:g} (full rank, VIP: Gaussian families, as in "
                 f"benchmarks/vi.py) with cosine decay to {self.final_lr_fraction:g}×; "
                 f"hidden units {list(self.hidden_units)} for every network "
-                f"(IAF / GEMF-T: 2 layers; MIF: one conditioner per variable); -ELBO from "
+                f"(IAF / GEMF-T / GEMF-VIP: 2 layers; MIF: one conditioner per variable); "
+                f"every surrogate with the library's default start; -ELBO from "
                 f"{self.eval_draws} fresh draws; mean ± SEM over {self.num_seeds} seeds")
 
 
@@ -211,10 +215,12 @@ def render(results: dict[str, Any], budget: Budget) -> str:
     """The markdown table: one row per target, one column per method; the best in bold."""
     methods = [m for m in METHODS if any(m in results.get(t, {}) for t in TARGETS)]
     lines = [
-        "# VIP and MIF against GEMF-T, IAF and full rank (issue 19)",
+        "# VIP, MIF and GEMF-VIP against GEMF-T, IAF and full rank (issue 19)",
         "",
         f"Final -ELBO (lower is better), mean ± SEM over seeds. Budget: {budget.describe()}. "
-        f"Device: {device_name()}. Produced by `python -m benchmarks.mif`.",
+        f"Device: {device_name()}. Produced by `python -m benchmarks.mif`"
+        + (f" --seeds {budget.num_seeds} (fewer than {FULL.num_seeds}: CPU time)"
+           if budget.num_seeds < FULL.num_seeds else "") + ".",
         "",
         "| target | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 1) + "|",
@@ -241,10 +247,13 @@ def render(results: dict[str, Any], budget: Budget) -> str:
               "means; 'beyond 2 SEM' uses the root sum of squares of the two SEMs):", ""]
     for target in TARGETS:
         record = results.get(target)
-        if not record or not all(m in record for m in ("vip", "mif", "iaf", "gemf-t")):
+        if not record:
+            continue
+        present = [m for m in NEW_METHODS if m in record]
+        if not present or not all(m in record for m in ("iaf", "gemf-t")):
             continue
         stats = {m: _stat(record[m]["neg_elbo"]) for m in record}
-        new = min(("vip", "mif"), key=lambda m: stats[m][0])
+        new = min(present, key=lambda m: stats[m][0])
         old = min(("iaf", "gemf-t"), key=lambda m: stats[m][0])
         diff = stats[old][0] - stats[new][0]
         sem = float(np.hypot(stats[old][1], stats[new][1]))
@@ -254,7 +263,8 @@ def render(results: dict[str, Any], budget: Budget) -> str:
                      f"{stats[old][0]:.3f}; difference {diff:+.3f}, 2 SEM = {2 * sem:.3f})")
     seconds = {m: np.mean([np.mean(results[t][m]["seconds"]) for t in TARGETS
                            if t in results and m in results[t]]) for m in methods}
-    lines += ["", "Mean wall time per fit (s, compilation of the first seed included): "
+    lines += ["", "Mean wall time per fit (s, compilation of the first seed included; on a "
+              "shared CPU, so compare them within one run only): "
               + ", ".join(f"{m} {s:.1f}" for m, s in seconds.items()), ""]
     return "\n".join(lines)
 
@@ -266,6 +276,11 @@ def main(argv: Any = None) -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--resume", action="store_true",
+                        help="skip (target, method) pairs the saved results hold for as many "
+                             "seeds as this run has")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only rewrite the markdown from the saved results")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL
     if args.seeds is not None:
@@ -274,8 +289,11 @@ def main(argv: Any = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     json_path = args.out_dir / f"{stem}.json"
     results: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
-    for target in args.targets:
+    for target in [] if args.table_only else args.targets:
         for method in args.methods:
+            done = results.get(target, {}).get(method, {}).get("neg_elbo", [])
+            if args.resume and len(done) == budget.num_seeds:
+                continue
             record = run_method(target, method, budget, lambda s: print(s, flush=True))
             results.setdefault(target, {})[method] = record
             json_path.write_text(json.dumps(results, indent=1))  # saved after every method

@@ -27,7 +27,10 @@ recorded as "unsupported: <error>". Its results go to ``vi_real.md`` / ``vi_real
 Methods (one fixed budget for all, stated in the table's header): mean field, full-rank
 Gaussian (one flat vector), ASVI and IAF (``emf_jax.baselines``; IAF has tanh conditioners,
 as the paper's baseline), EMF-T and GEMF-T (backbone IAF with relu conditioners, then the
-(gated) structured layer). NumPyro's ``AutoIAFNormal`` and ``AutoBNAFNormal`` run on
+(gated) structured layer); with ``--methods vip mif gemf_vip`` also the model-informed
+reparameterisations of issue 19 (``emf_jax.reparam``: VIP over a full-rank base, at the
+Gaussians' learning rates; affine MIF and GEMF-VIP, an IAF backbone under gated VIP, at the
+flows'). NumPyro's ``AutoIAFNormal`` and ``AutoBNAFNormal`` run on
 the same log-density as outside peers when NumPyro is installed (the ``bench`` extra);
 without it they are skipped with a note.
 
@@ -273,6 +276,9 @@ def _builders(pinned: Any, budget: Budget) -> dict[str, Callable[[], tuple[Any, 
         "iaf": lambda: baselines.build_iaf_surrogate_stateless(pinned, hidden_units=hidden),
         "emf_t": lambda: build_emf(pinned, architecture="emf-t", hidden_units=hidden),
         "gemf_t": lambda: build_emf(pinned, architecture="gemf-t", hidden_units=hidden),
+        "vip": lambda: build_emf(pinned, architecture="vip"),
+        "mif": lambda: build_emf(pinned, architecture="mif", hidden_units=hidden),
+        "gemf_vip": lambda: build_emf(pinned, architecture="gemf-vip", hidden_units=hidden),
     }
 
 

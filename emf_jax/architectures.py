@@ -18,6 +18,7 @@ name               stages (noise → values)                           what it i
 ``"structured"``   map_and_support                                   the gated layer alone
 ``"vip"``          vip, support                                      VIP (Gorinova et al. 2020)
 ``"mif"``          mif, support                                      affine MIF (Ko & Domke 2025)
+``"gemf-vip"``     backbone, gated_vip, support                      a backbone under gated VIP
 =================  ================================================  ==========================
 
 The stage kinds:
@@ -28,17 +29,21 @@ The stage kinds:
 - ``support``: each variable's support bijector given its parents (``parts="support"``), so
   that samples land in the model's support whatever the flow stages do.
 - ``map_and_support``: both at once (the whole structured layer).
-- ``vip`` / ``mif``: the model-informed reparameterisation layers of `emf_jax.reparam` (noise
-  to ``u``, in the model's order), followed by ``support``. In a surrogate, the affine base
-  stage before them makes VIP's base the mean-field Gaussian of the paper.
+- ``vip`` / ``mif`` / ``gated_vip``: the model-informed reparameterisation layers of
+  `emf_jax.reparam` (noise to ``u``, in the model's order), followed by ``support``. In a
+  surrogate, the affine base stage before them makes VIP's base the Gaussian of the paper.
+  ``gated_vip`` is VIP's centring on the location-scale latents and the structured layer's
+  gate on the others: ``"gemf-vip"`` is GEMF-T with that layer in place of the gated
+  structured map.
 
 One generic fold runs the chain forward and one in reverse (`EmbeddedFlow`). Values change
 representation only where the stage kind changes: flow stages work on the flat vector
 ``[..., D]``, structured stages on a list of per-variable parts, and the model's structure
 (a ``StructTuple``, dict or list) is built once, at the end. Every architecture with a
-backbone has the same parameter keys: ``{"backbone": (segment params, ...), "structured":
-{...}}``; the reparameterisation architectures have ``{"reparam": {...}, "structured":
-{...}}`` (``"structured"`` holds the model's parameters of a model function, if any);
+backbone and the structured map has the same parameter keys: ``{"backbone": (segment
+params, ...), "structured": {...}}``; the reparameterisation architectures have
+``{"reparam": {...}, "structured": {...}}``, plus ``"backbone"`` when they have one
+(``"structured"`` holds the model's parameters of a model function, if any);
 `migrate_params` converts the layouts of earlier versions (``{"lower", "upper", ...}``, a
 bare backbone) and `emf_jax.load` applies it.
 
@@ -89,8 +94,8 @@ class Stage(NamedTuple):
 
     Attributes:
       kind: "backbone" (a segment of the backbone flow, on the flat vector), "map",
-        "support" or "map_and_support" (the structured layer's parts), "vip" or "mif" (a
-        reparameterisation layer of `emf_jax.reparam`, on the list of parts).
+        "support" or "map_and_support" (the structured layer's parts), "vip", "mif" or
+        "gated_vip" (a reparameterisation layer of `emf_jax.reparam`, on the list of parts).
       segment: for a backbone stage, the index of its segment (the middle placement has
         two); 0 otherwise.
 
@@ -112,8 +117,9 @@ class Architecture(NamedTuple):
     Attributes:
       name: the name.
       placement: where the structured layer sits: "top", "middle", "bottom", "none"
-        (backbone only), "only" (no backbone) or "reparam" (a VIP / MIF layer instead of
-        the structured map; the structured layer supplies the support only).
+        (backbone only), "only" (no backbone) or "reparam" (a VIP / MIF / gated VIP layer
+        instead of the structured map, with or without a backbone below it; the structured
+        layer supplies the support only).
       gated: whether the structured layer is gated.
       stages: the chain, read from the noise to the values (see the module docstring).
 
@@ -149,6 +155,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("structured", "only", True, (Stage("map_and_support"),)),
     Architecture("vip", "reparam", False, (Stage("vip"), Stage("support"))),
     Architecture("mif", "reparam", False, (Stage("mif"), Stage("support"))),
+    Architecture("gemf-vip", "reparam", False,
+                 (Stage("backbone"), Stage("gated_vip"), Stage("support"))),
 )}
 
 BACKBONES = ("iaf", "maf", "realnvp", "nsf")
@@ -161,7 +169,7 @@ def get_architecture(name: str) -> Architecture:
 
     Args:
       name: one of the keys of `ARCHITECTURES` ("gemf-t", "emf-t", "gemf-m", "emf-m",
-        "gemf-b", "emf-b", "flow", "structured", "vip", "mif").
+        "gemf-b", "emf-b", "flow", "structured", "vip", "mif", "gemf-vip").
 
     Returns:
       The `Architecture`.
@@ -418,7 +426,8 @@ def build_embedded_flow(
       hidden_units: hidden layer sizes of each conditioner network (the backbone's, or
         MIF's per-variable conditioners).
       activation: the conditioners' activation.
-      initial_gate: λ at initialisation (of the gates; VIP's centrings start at 0.5).
+      initial_gate: λ at initialisation (of the structured layer's gates; VIP's centrings
+        and gated VIP's gates start at 0.5).
       backbone_kwargs: extra options of the backbone factory.
 
     Returns:
@@ -427,7 +436,7 @@ def build_embedded_flow(
     Raises:
       ValueError: an unknown architecture or backbone, or too few backbone layers.
       UnsupportedDistributionError: a latent variable without a map.
-      NotImplementedError: "vip" / "mif" with a `tfd.MarkovChain` latent.
+      NotImplementedError: "vip" / "mif" / "gemf-vip" with a `tfd.MarkovChain` latent.
 
     Example:
       >>> import jax

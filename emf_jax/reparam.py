@@ -1,4 +1,4 @@
-"""Model-informed reparameterisation layers: VIP and MIF, built from the model's program.
+"""Model-informed reparameterisation layers: VIP, gated VIP and MIF, from the model's program.
 
 Both layers walk the model in program order, like the structured layer, and map each latent
 variable's input noise ``ε_i`` to its value ``u_i`` in unconstrained space; the architecture's
@@ -16,6 +16,16 @@ its parents is an elementwise location-scale family with location ``f_i`` and sc
   (``u = f + g ε``). In a surrogate ``ε`` comes from the learnable elementwise affine base
   stage, so the variational family is the mean-field Gaussian over the reparameterised
   space that VIP prescribes. ``w`` starts at ``logit(initial_centring)``.
+
+- **Gated VIP** (``"gated_vip"``, this package's combination of VIP with the gated
+  structured layer): VIP's partial centring on the location-scale latents, and on every
+  other latent the structured layer's gate (`emf_jax.gates`), ``u_i = λ_i F_i(ε_i) + (1 −
+  λ_i) ε_i`` with one learned ``λ_i`` per variable. Plain VIP leaves those variables at the
+  non-centred map ``F_i(ε_i)``, which is the poor parameterisation VIP exists to avoid when
+  a scale's prior (a HalfCauchy's, a HalfNormal's quantile map) is far from its posterior.
+  Both kinds of λ start at ``initial_centring`` (0.5: halfway, like the gated layer's
+  preferred start). The ``"gemf-vip"`` architecture puts a backbone flow under this layer,
+  as GEMF-T puts one under the gated structured layer.
 
 - **MIF** (Ko & Domke 2025, "Model-informed flows"): one affine forward-autoregressive layer
   in the model's order. A per-variable conditioner network sees the earlier values
@@ -35,7 +45,8 @@ its parents is an elementwise location-scale family with location ``f_i`` and sc
 
 Other families (a map that is not an elementwise affine one: a closed-form or numerical
 quantile, a full scale matrix) fall back to their existing map ``F_i`` in unconstrained
-space: VIP uses ``u_i = F_i(ε_i)`` (the non-centred map: the variable gets no ``λ``); MIF
+space: VIP uses ``u_i = F_i(ε_i)`` (the non-centred map: the variable gets no ``λ``), gated
+VIP the gated map above; MIF
 uses the same formula as above with ``F_i`` that map, and feeds the conditioner
 ``f_i = F_i(0)`` and ``log g_i = log F_i'(0)`` (the elementwise median and local scale in
 unconstrained space; for a matrix map, its shift and the log of its diagonal's magnitude).
@@ -43,9 +54,11 @@ unconstrained space; for a matrix map, its shift and the log of its diagonal's m
 family of architectures for them).
 
 The layers are model-aware bijectors on lists of per-latent parts (leading sample
-dimensions allowed and shared), used by `emf_jax.architectures` as the ``"vip"`` and
-``"mif"`` stages; their parameters are ``params["reparam"]``: ``{name: w_i}`` for VIP (only
-the location-scale latents), ``{name: network params}`` for MIF (every latent). A model
+dimensions allowed and shared), used by `emf_jax.architectures` as the ``"vip"``,
+``"gated_vip"`` and ``"mif"`` stages; their parameters are ``params["reparam"]``: ``{name:
+w_i}`` for VIP (only the location-scale latents, ``w_i`` of the variable's shape), the same
+for gated VIP plus a scalar gate logit ``{name: w_i}`` for each other latent (every latent
+then has an entry), ``{name: network params}`` for MIF (every latent). A model
 with many latent variables builds one conditioner per variable: compile time grows with the
 number of variables in the program, as for the structured layer.
 """
@@ -65,12 +78,15 @@ from emf_jax.transforms import transform_for
 from emf_jax.transforms.base import AffineTransform, MonotoneTransform, support_forward
 from emf_jax.transforms.markov_chain import ChainTransform
 
-__all__ = ["MIF_MIN_SCALE", "REPARAM_KINDS", "ReparamLayer", "build_reparam_layer"]
+__all__ = ["CENTRING_KINDS", "MIF_MIN_SCALE", "REPARAM_KINDS", "ReparamLayer",
+           "build_reparam_layer"]
 
 Array = jax.Array
 Params = dict
 
-REPARAM_KINDS = ("vip", "mif")
+REPARAM_KINDS = ("vip", "mif", "gated_vip")
+# The kinds with VIP's partial centring (their λ's are gates: the warm start fits them).
+CENTRING_KINDS = ("vip", "gated_vip")
 DEFAULT_INITIAL_CENTRING = 0.5
 MIF_MIN_SCALE = 1e-3
 # softplus⁻¹(1 − σ_min): the MIF scale σ = σ_min + softplus(b + this) is exactly 1 at b = 0.
@@ -78,18 +94,18 @@ _SOFTPLUS_INV = math.log(math.expm1(1.0 - MIF_MIN_SCALE))
 
 
 class ReparamLayer(NamedTuple):
-    """A VIP or MIF layer as pure functions (see the module docstring for the formulas).
+    """A VIP, gated VIP or MIF layer as pure functions (formulas: the module docstring).
 
     Attributes:
-      kind: "vip" or "mif".
+      kind: "vip", "gated_vip" or "mif".
       init: ``init(key) -> params`` (the layer's own parameters, ``params["reparam"]``).
       forward_parts_and_log_det: ``(params, model_params, noise_parts) -> (u_parts,
         log|det|)``; parts are per latent in the trace's order, each ``[..., *shape_i]``
         with the variable's unconstrained shape; log|det| has the sample shape.
       inverse_parts_and_log_det: ``(params, model_params, u_parts) -> (noise_parts,
         log|det| of the inverse)``.
-      centred: for VIP, the names of the latents that get a centring λ (the elementwise
-        location-scale ones); for MIF, empty.
+      centred: for VIP and gated VIP, the names of the latents that get a centring λ (the
+        elementwise location-scale ones); for MIF, empty. Gated VIP gates the others.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -140,12 +156,13 @@ def _classify(model_fn: Callable[[Any], Any], model_params: Any, trace: ModelTra
         t = transform_for(dist, variable_name=name)
         if isinstance(t, ChainTransform):
             raise NotImplementedError(
-                f"variable '{name}' is a MarkovChain: the 'vip' and 'mif' architectures "
-                "reparameterise whole variables and do not scan over a chain's steps; use "
-                "an architecture with the structured layer (e.g. 'gemf-t') for this model")
+                f"variable '{name}' is a MarkovChain: the 'vip', 'mif' and 'gemf-vip' "
+                "architectures reparameterise whole variables and do not scan over a "
+                "chain's steps; use an architecture with the structured layer (e.g. "
+                "'gemf-t') for this model")
         if not isinstance(t, (AffineTransform, MonotoneTransform)):
             raise NotImplementedError(f"variable '{name}': map {type(t).__name__} is not "
-                                      "supported by the 'vip' and 'mif' architectures")
+                                      "supported by the 'vip', 'mif' and 'gemf-vip' architectures")
         kinds[name] = "affine" if _is_elementwise_affine(t) else "other"
         return jnp.zeros(records[name].event_shape, records[name].dtype)
 
@@ -197,10 +214,10 @@ def build_reparam_layer(
     activation: Callable[[Array], Array] = jax.nn.relu,
     initial_centring: float = DEFAULT_INITIAL_CENTRING,
 ) -> ReparamLayer:
-    """Builds the VIP or MIF layer of a model (formulas in the module docstring).
+    """Builds the VIP, gated VIP or MIF layer of a model (formulas: the module docstring).
 
     Args:
-      kind: "vip" or "mif".
+      kind: "vip", "gated_vip" or "mif".
       model_fn: ``model_fn(model_params) -> JointDistribution`` (a constant function for a
         fixed model).
       trace: the model's `ModelTrace`.
@@ -208,9 +225,9 @@ def build_reparam_layer(
         fixed model).
       hidden_units: MIF: hidden layer sizes of each variable's conditioner.
       activation: MIF: the conditioners' activation.
-      initial_centring: VIP: λ at initialisation, in (0, 1) (0.5: halfway between the
-        non-centred and the centred parameterisation, where the sigmoid's gradient is
-        largest).
+      initial_centring: VIP and gated VIP: λ at initialisation (the centrings and gated
+        VIP's gates), in (0, 1) (0.5: halfway between the non-centred and the centred
+        parameterisation, where the sigmoid's gradient is largest).
 
     Returns:
       A `ReparamLayer`.
@@ -243,7 +260,8 @@ def build_reparam_layer(
     shapes = {r.name: tuple(r.unconstrained_shape or ()) for r in records}
     sizes = {n: int(np.prod(s)) for n, s in shapes.items()}
     dtype = records[0].dtype
-    centred = tuple(n for n in names if kind == "vip" and kinds[n] == "affine")
+    centred = tuple(n for n in names if kind in CENTRING_KINDS and kinds[n] == "affine")
+    gated = tuple(n for n in names if kind == "gated_vip" and n not in centred)
     networks = {}
     if kind == "mif":
         before = 0
@@ -254,9 +272,10 @@ def build_reparam_layer(
     logit = math.log(initial_centring) - math.log1p(-initial_centring)
 
     def init(key: Any) -> Params:
-        if kind == "vip":
-            return {n: jnp.full(shapes[n], logit, records[i].dtype)
-                    for i, n in enumerate(names) if n in centred}
+        if kind in CENTRING_KINDS:
+            # A centring per element (VIP's); a gate per variable (the structured layer's).
+            return {n: jnp.full(shapes[n] if n in centred else (), logit, records[i].dtype)
+                    for i, n in enumerate(names) if n in centred or n in gated}
         key = jax.random.key(0) if key is None else key
         keys = jax.random.split(key, len(names))
         return {n: networks[n].init(k) for n, k in zip(names, keys)}
@@ -285,8 +304,8 @@ def build_reparam_layer(
                 loc, log_scale = _loc_log_scale(t, shapes[name], e.dtype)
                 u = loc + jnp.exp((1.0 - lam) * log_scale) * (e - lam * loc)
                 log_det = jnp.sum((1.0 - lam) * log_scale)
-            elif kind == "vip":
-                u, log_det = gated_forward(t, e, None)
+            elif kind in CENTRING_KINDS:  # VIP: the map; gated VIP: the gated map.
+                u, log_det = gated_forward(t, e, params.get(name))
             else:
                 done = [n for n in names if n in us]
                 a, sigma, shift = conditioner(params, name, t, [us[n] for n in done],
@@ -313,8 +332,8 @@ def build_reparam_layer(
                 loc, log_scale = _loc_log_scale(t, shapes[name], u.dtype)
                 e = (u - loc) * jnp.exp(-(1.0 - lam) * log_scale) + lam * loc
                 log_det = -jnp.sum((1.0 - lam) * log_scale)
-            elif kind == "vip":
-                e, log_det = gated_inverse(t, u, None)
+            elif kind in CENTRING_KINDS:
+                e, log_det = gated_inverse(t, u, params.get(name))
             else:
                 done = [n for n in names if n in es]
                 a, sigma, shift = conditioner(params, name, t, [by_name[n] for n in done],

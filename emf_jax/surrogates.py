@@ -26,6 +26,7 @@ from emf_jax.initialization import (
     gaussian_warm_start,
     select_temperature,
 )
+from emf_jax.reparam import CENTRING_KINDS
 from emf_jax.tracing import joint_log_prob_fn
 
 __all__ = ["SURROGATES", "build_emf_surrogate_posterior_stateless", "build_surrogate_stateless"]
@@ -78,7 +79,8 @@ def build_emf_surrogate_posterior_stateless(
        candidate's ELBO beats it by more than two standard errors on 256 common draws
        (`emf_jax.initialization.gaussian_warm_start`). Since the candidate at gate 0.01 is
        a full-rank Gaussian over the unconstrained latents, the fit starts about as good as
-       a full-rank Gaussian baseline or better.
+       a full-rank Gaussian baseline or better. In "vip" and "gemf-vip" the centrings
+       (and gated VIP's gates) are trained with the base in this pilot, as gates are.
 
     An unpinned model (all variables latent) starts at the model itself (gate
     `initial_gate`, or 0.999 for "auto"; ``tau = 1``; no pilot): its posterior is the
@@ -90,7 +92,8 @@ def build_emf_surrogate_posterior_stateless(
       architecture: "gemf-t" (default: backbone, then the gated structured layer on top),
         "emf-t" (ungated), "gemf-m" / "emf-m" (structured layer between the two halves of the
         backbone), "gemf-b" / "emf-b" (structured layer at the bottom), "flow" (the backbone
-        alone: the IAF baseline), "structured" (the gated layer alone). See
+        alone: the IAF baseline), "structured" (the gated layer alone), "vip", "mif",
+        "gemf-vip" (a backbone under gated VIP; `emf_jax.reparam`). See
         `emf_jax.architectures`.
       backbone: "iaf" (default for VI: one network pass per sample), "maf", "realnvp", "nsf",
         or a flow factory.
@@ -164,6 +167,7 @@ def build_emf_surrogate_posterior_stateless(
     pilot_flow = _with_base_stage(
         inner._replace(forward_and_log_det=inner.forward_without_backbone), base)
     gated = "gates" in inner.init(jax.random.key(0))["structured"]
+    centring = any(s.kind in CENTRING_KINDS for s in inner.architecture.stages)
     if not (pinned and gated):
         gate_candidates = gate_candidates[:1]
     warm = pinned and warm_start_steps > 0
@@ -201,6 +205,9 @@ def build_emf_surrogate_posterior_stateless(
             trainable["structured"] = dict(
                 jax.tree.map(lambda _: False, params["structured"]),
                 gates=jax.tree.map(lambda _: True, params["structured"]["gates"]))
+        if centring:
+            # VIP's centrings (and gated VIP's gates) are this architecture's gates.
+            trainable["reparam"] = jax.tree.map(lambda _: True, params["reparam"])
         start = gaussian_warm_start(
             pilot_flow.forward_and_log_det, joint_log_prob_fn(model), stacked,
             jax.random.fold_in(key, 2), trainable=trainable, event_size=inner.event_size,

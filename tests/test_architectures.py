@@ -31,13 +31,16 @@ def test_every_architecture_with_a_backbone_has_the_same_param_keys():
         if arch.num_backbone_segments:
             assert isinstance(params["backbone"], tuple)
             assert len(params["backbone"]) == arch.num_backbone_segments
-    with_backbone = {k for k, a in ARCHITECTURES.items() if a.num_backbone_segments}
-    assert {tuple(keys[k]) for k in with_backbone} == {("backbone", "structured")}
-    assert keys["structured"] == ["structured"]
-    # The reparameterisation rows (VIP, MIF: issue 19) replace the backbone by "reparam".
+    # The reparameterisation rows (VIP, MIF, GEMF-VIP: issue 19) replace the structured map
+    # by a layer whose parameters are "reparam".
     reparam = {k for k, a in ARCHITECTURES.items() if a.placement == "reparam"}
-    assert reparam == {"vip", "mif"}
-    assert {tuple(keys[k]) for k in reparam} == {("reparam", "structured")}
+    assert reparam == {"vip", "mif", "gemf-vip"}
+    with_backbone = {k for k, a in ARCHITECTURES.items() if a.num_backbone_segments}
+    assert {tuple(keys[k]) for k in with_backbone - reparam} == {("backbone", "structured")}
+    assert keys["structured"] == ["structured"]
+    assert {tuple(keys[k]) for k in reparam - with_backbone} == {("reparam", "structured")}
+    assert {tuple(keys[k]) for k in reparam & with_backbone} == {
+        ("backbone", "reparam", "structured")}
     assert set(keys) == with_backbone | reparam | {"structured"}
 
 

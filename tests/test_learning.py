@@ -35,7 +35,7 @@ tfd = tfp.distributions
 ARCHITECTURE_ROWS = {
     "gemf-t": 3e-2, "emf-t": 3e-2, "gemf-m": 3e-2, "emf-m": 3e-2,
     "gemf-b": 3e-2, "emf-b": 3e-2, "flow": 3e-2, "structured": 3e-2,
-    "vip": 3e-2, "mif": 3e-2,
+    "vip": 3e-2, "mif": 3e-2, "gemf-vip": 3e-2,
 }
 # backbone -> its factory options at CI size.
 BACKBONE_ROWS: dict[str, dict] = {
@@ -122,3 +122,5 @@ def test_the_elbo_improves_and_every_parameter_gets_a_gradient(architecture, bac
         assert jax.tree.leaves(params["backbone"][segment]), f"segment {segment} is empty"
     if arch.gated:
         assert jax.tree.leaves(params["structured"]["gates"]), "no gates"
+    if arch.placement == "reparam":
+        assert jax.tree.leaves(params["reparam"]), "no reparameterisation parameters"

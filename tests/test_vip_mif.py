@@ -1,5 +1,5 @@
-"""The "vip" and "mif" architectures (emf_jax.reparam): the bijector property suite, their
-starting points, the support, and that every parameter learns."""
+"""The "vip", "mif" and "gemf-vip" architectures (emf_jax.reparam): the bijector property
+suite, their starting points, the support, and that every parameter learns."""
 from __future__ import annotations
 
 import jax
@@ -16,6 +16,20 @@ from tests.bijector_checks import check_bijection
 
 tfd = tfp.distributions
 KINDS = ("vip", "mif")
+# The architectures built on `emf_jax.reparam` ("gemf-vip": a backbone under gated VIP).
+ARCHITECTURES = KINDS + ("gemf-vip",)
+# gemf-vip's default property check is the one where its gates act (HalfNormal: the fallback
+# map) in float32 under jit; the rest of its grid runs under `-m slow` (compile time).
+_SLOW = pytest.mark.slow
+
+
+def _suite_params(families, modes):
+    for kind in ARCHITECTURES:
+        for family in families:
+            for mode in modes:
+                default = kind in KINDS or (family == "HalfNormal" and mode == "jit")
+                yield pytest.param(kind, family, mode, id=f"{kind}-{family}-{mode}",
+                                   marks=() if default else (_SLOW,))
 EFFECTS = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
 STDDEVS = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
 
@@ -53,16 +67,17 @@ def _flat(values):
     return jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(values)])
 
 
-@pytest.mark.parametrize("use_jit", [True, False], ids=["jit", "eager"])
-@pytest.mark.parametrize("family", ["HalfNormal", "LogNormal"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_property_suite_float32(kind, family, use_jit):
-    _check_property_suite(kind, family, jnp.float32, use_jit)
+@pytest.mark.parametrize("kind,family,mode", list(_suite_params(
+    ["HalfNormal", "LogNormal"], ["jit", "eager"])))
+def test_property_suite_float32(kind, family, mode):
+    _check_property_suite(kind, family, jnp.float32, mode == "jit")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_property_suite_float64(kind, x64):
-    _check_property_suite(kind, "LogNormal", jnp.float64, use_jit=True)
+@pytest.mark.parametrize("kind,family", [
+    ("vip", "LogNormal"), ("mif", "LogNormal"),
+    pytest.param("gemf-vip", "HalfNormal", marks=_SLOW)])
+def test_property_suite_float64(kind, family, x64):
+    _check_property_suite(kind, family, jnp.float64, use_jit=True)
 
 
 def _check_property_suite(kind, family, dtype, use_jit):
@@ -147,7 +162,7 @@ def test_vip_centring_one_and_zero_are_the_two_parameterisations():
 
 # About 25 s each on a CI core; tests/test_learning.py covers vip and mif by default.
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ARCHITECTURES)
 def test_the_elbo_improves_and_every_parameter_learns(kind):
     model = _eight_schools_centred(jnp.float32, "HalfNormal")
     init_fn, build_fn = emf_jax.build_emf_surrogate_posterior_stateless(
@@ -174,10 +189,37 @@ def test_the_elbo_improves_and_every_parameter_learns(kind):
     grads = jax.grad(neg_elbo)(result.params, jax.random.key(6), 64)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert bool(jnp.any(g != 0)), f"no gradient reaches {jax.tree_util.keystr(path)}"
-    assert set(grads) == {"base", "reparam", "structured"}
+    backbone = {"backbone"} if kind == "gemf-vip" else set()
+    expected = {"base", "reparam", "structured"} | backbone
+    assert set(grads) == expected
 
 
-@pytest.mark.parametrize("kind", KINDS)
+def test_gated_vip_gates_the_fallback_map_and_centres_the_rest():
+    # tau (HalfNormal: a quantile map) gets a gate, mu and theta VIP's centrings. Gate 1:
+    # plain VIP (the fallback map, ungated); gate 0: tau's noise is its unconstrained value.
+    model = _eight_schools_centred(jnp.float32, "HalfNormal", pinned=False)
+    trace = emf_jax.trace_model(model)
+    vip = build_reparam_layer("vip", lambda _: model, trace)
+    gated = build_reparam_layer("gated_vip", lambda _: model, trace)
+    assert gated.centred == vip.centred == ("mu", "theta")
+    params = gated.init(None)
+    assert set(params) == {"mu", "tau", "theta"} and params["tau"].shape == ()
+    assert float(params["tau"]) == 0.0        # λ = 0.5, like the centrings
+    noise = [jnp.asarray(0.3), jnp.asarray(-0.2), jnp.linspace(-1.0, 1.0, 8)]
+    centrings = {"mu": jnp.asarray(0.4), "theta": jnp.full((8,), -0.7)}
+    u_vip, ld_vip = vip.forward_parts_and_log_det(centrings, None, noise)
+    u_one, ld_one = gated.forward_parts_and_log_det(dict(centrings, tau=jnp.asarray(40.0)),
+                                                    None, noise)
+    for a, b in zip(u_one, u_vip):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(ld_one, ld_vip, rtol=1e-6)
+    u_zero, _ = gated.forward_parts_and_log_det(dict(centrings, tau=jnp.asarray(-40.0)),
+                                                None, noise)
+    np.testing.assert_allclose(u_zero[1], noise[1], atol=1e-6)
+    assert abs(float(u_vip[1] - noise[1])) > 0.1   # the two ends differ: a real check
+
+
+@pytest.mark.parametrize("kind", ARCHITECTURES)
 def test_a_markov_chain_latent_is_refused_by_name(kind):
     chain = tfd.JointDistributionNamed(dict(
         x=tfd.MarkovChain(tfd.Normal(0.0, 1.0), lambda _, x: tfd.Normal(x, 0.5), 4)))
