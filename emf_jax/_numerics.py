@@ -26,6 +26,7 @@ __all__ = [
     "normal_quantile_from_log_cdf",
     "normal_log_pdf",
     "solve_increasing",
+    "vectorized_under_vmap",
 ]
 
 Array = jax.Array
