@@ -12,10 +12,11 @@ right depends on the data, and only held-out rows can tell.
 How. Each candidate start (e.g. the same parameters at different gates) is fitted for a few
 hundred steps of the joint fit, one candidate after the other, with the fit's own compiled
 chunk program (`emf_jax.training.engine.run_minimize`, so the pilot adds no compilation: a
-`jax.vmap` over the candidates compiled a second, larger program), on the same minibatches (common random numbers)
-and with the caller's optimiser; every candidate's negative log-likelihood is evaluated on the
-same validation rows at every chunk end. Each candidate is scored at its own best chunk end
-(a flexible density may already overfit by the pilot's end), and `choose_start` picks one:
+`jax.vmap` over the candidates compiled a second, larger program), on the same minibatches
+(common random numbers) and with the caller's optimiser; every candidate's negative
+log-likelihood is evaluated on the same validation rows at every chunk end. Each candidate
+is scored at its own best chunk end (a flexible density may already overfit by the pilot's
+end), and `choose_start` picks one:
 the first (preferred) candidate unless another's mean validation NLL is lower by more than
 two standard errors of the paired per-row difference. The fit continues from the chosen
 candidate's pilot parameters and optimiser state, so the pilot's steps are not lost: the
