@@ -16,10 +16,9 @@ chunk program (`emf_jax.training.engine.run_minimize`, so the pilot adds no comp
 (common random numbers) and with the caller's optimiser; every candidate's negative
 log-likelihood is evaluated on the same validation rows at every chunk end. Each candidate
 is scored at its own best chunk end (a flexible density may already overfit by the pilot's
-end), and `choose_start` picks one:
-the first (preferred) candidate unless another's mean validation NLL is lower by more than
-two standard errors of the paired per-row difference. The fit continues from the chosen
-candidate's pilot parameters and optimiser state, so the pilot's steps are not lost: the
+end), and `choose_start` picks one: the first (preferred) candidate unless another's mean
+validation NLL is lower by more than two standard errors of the paired per-row difference.
+The fit continues from the chosen candidate's pilot parameters and optimiser state, so the pilot's steps are not lost: the
 chosen fit is exactly the one that would have run from that start.
 
 `choose_start` is traceable under `jax.jit`; `emf_jax.fit_density` runs the pilot
