@@ -18,8 +18,9 @@ log-likelihood is evaluated on the same validation rows at every chunk end. Each
 is scored at its own best chunk end (a flexible density may already overfit by the pilot's
 end), and `choose_start` picks one: the first (preferred) candidate unless another's mean
 validation NLL is lower by more than two standard errors of the paired per-row difference.
-The fit continues from the chosen candidate's pilot parameters and optimiser state, so the pilot's steps are not lost: the
-chosen fit is exactly the one that would have run from that start.
+The fit continues from the chosen candidate's pilot parameters and optimiser state, so the
+pilot's steps are not lost: the chosen fit is exactly the one that would have run from that
+start.
 
 `choose_start` is traceable under `jax.jit`; `emf_jax.fit_density` runs the pilot
 (`run_pilot`) by default for the densities of `emf_jax.build_emf_density_stateless`
